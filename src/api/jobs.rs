@@ -1,0 +1,244 @@
+//! `/v1/jobs`: submit, view, list, cancel, logs and output downloads.
+
+use std::collections::BTreeMap;
+
+use poem::Body;
+use poem_openapi::param::{Path, Query};
+use poem_openapi::payload::{Binary, Json, Response};
+use poem_openapi::types::Example;
+use poem_openapi::{ApiResponse, Object, OpenApi};
+
+use super::problem::{ErrorResponse, Problem};
+use super::ApiTags;
+use crate::executor::LogOptions;
+use crate::job::{JobId, JobState};
+use crate::service::{Gateway, GatewayError, ListQuery, SubmitRequest, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
+use crate::status::JobView;
+
+/// Most log lines one request returns.
+const MAX_LOG_TAIL: usize = 100_000;
+
+/// A request to run a job.
+#[derive(Debug, Object)]
+#[oai(example)]
+pub struct SubmitJob {
+    /// Template name, as listed by `GET /v1/templates`.
+    #[oai(validator(max_length = 63))]
+    pub template: String,
+    /// Parameters, checked against the template's schema; missing ones take their defaults.
+    #[oai(default)]
+    pub parameters: serde_json::Value,
+    /// Labels to keep with the job, for the caller's own bookkeeping.
+    #[oai(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+impl Example for SubmitJob {
+    fn example() -> Self {
+        Self {
+        template: "thumbnail".into(),
+        parameters: serde_json::json!({
+            "images": ["uploads/0190f5c4-8a8e-7c3b-9a4e-2f1d6b8c9e01/photo.jpg"],
+            "sizes": [256, 1024],
+            "formats": ["jpeg", "webp"]
+        }),
+            labels: BTreeMap::from([("user".into(), "42".into())]),
+        }
+    }
+}
+
+/// A page of jobs, newest first.
+#[derive(Debug, Object)]
+pub struct JobList {
+    /// The jobs on this page.
+    pub jobs: Vec<JobView>,
+    /// Pass as `cursor` to get the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+#[derive(ApiResponse)]
+enum SubmitResponse {
+    /// The job was accepted; follow it at the Location URL.
+    #[oai(status = 202)]
+    Accepted(
+        Json<JobView>,
+        /// URL of the job.
+        #[oai(header = "Location")]
+        String,
+    ),
+}
+
+#[derive(ApiResponse)]
+enum LogsResponse {
+    /// The log text; streamed until the job ends when following.
+    #[oai(status = 200, content_type = "text/plain; charset=utf-8")]
+    Ok(Binary<Body>),
+}
+
+#[derive(ApiResponse)]
+enum CancelResponse {
+    /// The job is being stopped; its state becomes `cancelled` once it has stopped.
+    #[oai(status = 202)]
+    Accepted(Json<JobView>),
+}
+
+/// Operations on jobs.
+pub struct JobsApi {
+    /// The gateway.
+    pub gateway: Gateway,
+}
+
+fn parse_id(id: &str) -> Result<JobId, ErrorResponse> {
+    id.parse().map_err(|_| {
+        ErrorResponse::from(GatewayError::JobNotFound {
+            id: id.chars().take(64).collect(),
+        })
+    })
+}
+
+#[OpenApi(prefix_path = "/v1/jobs", tag = "ApiTags::Jobs")]
+impl JobsApi {
+    /// Submit a job
+    ///
+    /// Validates the parameters against the template's schema, renders the
+    /// template and starts the job. Answers `202` with the job's view; the
+    /// job starts `queued`.
+    #[oai(path = "/", method = "post", operation_id = "submitJob")]
+    async fn submit(&self, body: Json<SubmitJob>) -> Result<SubmitResponse, ErrorResponse> {
+        let body = body.0;
+        let view = self
+            .gateway
+            .submit(SubmitRequest {
+                template: body.template,
+                parameters: body.parameters,
+                labels: body.labels,
+            })
+            .await?;
+        let location = format!("/v1/jobs/{}", view.id);
+        Ok(SubmitResponse::Accepted(Json(view), location))
+    }
+
+    /// List jobs
+    ///
+    /// Returns jobs newest first, optionally filtered by state and template.
+    /// Pages are linked by `next_cursor`: jobs submitted while a client pages
+    /// through the list appear before its first page, so pages neither skip
+    /// nor repeat a job.
+    #[oai(path = "/", method = "get", operation_id = "listJobs")]
+    async fn list(
+        &self,
+        /// Only jobs in this state.
+        state: Query<Option<JobState>>,
+        /// Only jobs of this template.
+        template: Query<Option<String>>,
+        /// Jobs per page, 1 to 200 (default 20).
+        #[oai(validator(minimum(value = "1"), maximum(value = "200")))]
+        limit: Query<Option<u32>>,
+        /// The `next_cursor` of the previous page.
+        cursor: Query<Option<String>>,
+    ) -> Result<Json<JobList>, ErrorResponse> {
+        let cursor = match cursor.0 {
+            Some(cursor) => Some(cursor.parse::<JobId>().map_err(|_| {
+                ErrorResponse::from(GatewayError::InvalidField {
+                    field: "cursor".into(),
+                    message: "not a cursor returned by this API; pass a next_cursor value unchanged".into(),
+                })
+            })?),
+            None => None,
+        };
+        let page = self
+            .gateway
+            .list(ListQuery {
+                state: state.0,
+                template: template.0,
+                limit: limit.0.map_or(DEFAULT_PAGE_SIZE, |l| (l as usize).min(MAX_PAGE_SIZE)),
+                cursor,
+            })
+            .await?;
+        Ok(Json(JobList {
+            jobs: page.jobs,
+            next_cursor: page.next_cursor.map(|c| c.to_string()),
+        }))
+    }
+
+    /// Get a job
+    ///
+    /// Returns the job's state, progress, ETA, failure reason and outputs.
+    /// Cheap to poll: the gateway caches what it reads from storage.
+    #[oai(path = "/:id", method = "get", operation_id = "getJob")]
+    async fn get(
+        &self,
+        /// Job id.
+        id: Path<String>,
+    ) -> Result<Json<JobView>, ErrorResponse> {
+        let id = parse_id(&id.0)?;
+        Ok(Json(self.gateway.view(id).await?))
+    }
+
+    /// Cancel a job
+    ///
+    /// Stops a queued or running job: its processes get SIGTERM, then
+    /// SIGKILL after the template's grace period. Answers `409` for a job
+    /// that already finished.
+    #[oai(path = "/:id", method = "delete", operation_id = "cancelJob")]
+    async fn cancel(
+        &self,
+        /// Job id.
+        id: Path<String>,
+    ) -> Result<CancelResponse, ErrorResponse> {
+        let id = parse_id(&id.0)?;
+        Ok(CancelResponse::Accepted(Json(self.gateway.cancel(id).await?)))
+    }
+
+    /// Get a job's logs
+    ///
+    /// Returns the standard output and error of the job's containers as
+    /// plain text. With `follow`, the response streams new lines until the
+    /// job ends.
+    #[oai(path = "/:id/logs", method = "get", operation_id = "getJobLogs")]
+    async fn logs(
+        &self,
+        /// Job id.
+        id: Path<String>,
+        /// Only the last lines, 0 to 100000.
+        #[oai(validator(maximum(value = "100000")))]
+        tail: Query<Option<u32>>,
+        /// Keep the response open and stream new lines until the job ends.
+        #[oai(default)]
+        follow: Query<bool>,
+    ) -> Result<LogsResponse, ErrorResponse> {
+        let id = parse_id(&id.0)?;
+        let options = LogOptions {
+            tail: tail.0.map(|t| (t as usize).min(MAX_LOG_TAIL)),
+            follow: follow.0,
+        };
+        let stream = self.gateway.logs(id, options).await?;
+        Ok(LogsResponse::Ok(Binary(Body::from_bytes_stream(stream))))
+    }
+
+    /// Download an output
+    ///
+    /// Streams one of the job's output files with its content type.
+    #[oai(path = "/:id/outputs/:name", method = "get", operation_id = "getJobOutput")]
+    async fn output(
+        &self,
+        /// Job id.
+        id: Path<String>,
+        /// Output name, as listed in the job's `outputs`.
+        name: Path<String>,
+    ) -> Result<Response<Binary<Body>>, ErrorResponse> {
+        let id = parse_id(&id.0)?;
+        let download = self.gateway.output(id, &name.0).await?;
+        let body = Body::from_bytes_stream(download.reader.body);
+        Ok(Response::new(Binary(body))
+            .header("Content-Type", download.content_type)
+            .header("Content-Length", download.reader.meta.size.to_string())
+            .header("Cache-Control", "private, max-age=3600"))
+    }
+}
+
+impl From<Problem> for ErrorResponse {
+    fn from(problem: Problem) -> Self {
+        ErrorResponse::from_problem(problem, None)
+    }
+}

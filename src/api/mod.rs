@@ -1,0 +1,110 @@
+//! The HTTP API: poem-openapi operations, the OpenAPI document, Swagger UI,
+//! and the middleware that turns every error into problem details.
+
+pub mod health;
+pub mod jobs;
+pub mod problem;
+pub mod templates;
+pub mod uploads;
+
+use std::sync::Arc;
+
+use poem::http::StatusCode;
+use poem::middleware::Tracing;
+use poem::{Endpoint, EndpointExt, IntoResponse, Request, Response, Route};
+use poem_openapi::{OpenApiService, Tags};
+
+use self::health::HealthApi;
+use self::jobs::JobsApi;
+use self::templates::TemplatesApi;
+use self::uploads::UploadsApi;
+use crate::catalog::Catalog;
+use crate::service::Gateway;
+
+/// Default largest JSON request body, in bytes. Parameters are small
+/// documents; files go through uploads.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// Groups of operations in the OpenAPI document.
+#[derive(Tags)]
+pub enum ApiTags {
+    /// Submit, follow, cancel and list jobs; download outputs.
+    Jobs,
+    /// Discover templates and their parameter schemas.
+    Templates,
+    /// Upload input files for jobs.
+    Uploads,
+    /// Liveness and readiness probes.
+    Health,
+}
+
+/// The operations, as one poem-openapi service.
+pub type Api = (JobsApi, TemplatesApi, UploadsApi, HealthApi);
+
+/// Builds the OpenAPI service; also used to write `openapi/openapi.yaml`.
+pub fn service(gateway: Gateway, catalog: Arc<Catalog>) -> OpenApiService<Api, ()> {
+    let api = (
+        JobsApi { gateway: gateway.clone() },
+        TemplatesApi { catalog },
+        UploadsApi { gateway: gateway.clone() },
+        HealthApi { gateway },
+    );
+    OpenApiService::new(api, "jobgate", env!("CARGO_PKG_VERSION"))
+        .description(
+            "Run heavy work as Kubernetes Jobs created from templates, and follow it to its \
+             outputs. Errors are problem details (RFC 9457) with a stable `type` per kind.",
+        )
+        .license(poem_openapi::LicenseObject::new("Apache-2.0"))
+}
+
+/// Builds the whole HTTP application.
+pub fn app(gateway: Gateway, catalog: Arc<Catalog>, max_body_bytes: usize) -> impl Endpoint {
+    let service = service(gateway.clone(), catalog);
+    let max_upload = gateway.limits().max_upload_bytes;
+    Route::new()
+        .nest("/docs", service.swagger_ui())
+        .at("/openapi.json", service.spec_endpoint())
+        .at("/openapi.yaml", service.spec_endpoint_yaml())
+        .nest("/", service)
+        .around(move |endpoint, request| limit_body(endpoint, request, max_body_bytes, max_upload))
+        .catch_all_error(|error| async move { problem::from_poem_error(error) })
+        .with(Tracing)
+}
+
+/// Rejects bodies above the limit with `413` before an operation reads them:
+/// by `Content-Length` when given, and by reading at most the limit when the
+/// body is chunked. Uploads are streamed, so only their `Content-Length` is
+/// checked here; the store enforces their limit while streaming.
+async fn limit_body<E: Endpoint>(
+    endpoint: Arc<E>,
+    mut request: Request,
+    max_body_bytes: usize,
+    max_upload_bytes: u64,
+) -> poem::Result<Response> {
+    let is_upload = request.uri().path().starts_with("/v1/uploads");
+    let limit = if is_upload { max_upload_bytes } else { max_body_bytes as u64 };
+    let declared = request
+        .headers()
+        .get(poem::http::header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit) {
+        return Err(too_large(limit));
+    }
+    if !is_upload && declared.is_none() {
+        let body = request.take_body();
+        let bytes = body
+            .into_bytes_limit(max_body_bytes)
+            .await
+            .map_err(|_| too_large(limit))?;
+        request.set_body(bytes);
+    }
+    Ok(endpoint.call(request).await?.into_response())
+}
+
+fn too_large(limit: u64) -> poem::Error {
+    poem::Error::from_string(
+        format!("the body is larger than the limit of {limit} bytes"),
+        StatusCode::PAYLOAD_TOO_LARGE,
+    )
+}

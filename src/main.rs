@@ -1,0 +1,5 @@
+//! The `jobgate` binary; everything it does lives in the library.
+
+fn main() -> std::process::ExitCode {
+    jobgate::cli::main()
+}

@@ -1,0 +1,172 @@
+//! Building the parts from configuration, serving HTTP, and shutting down.
+//!
+//! Shutdown: the first SIGTERM or SIGINT stops accepting connections and
+//! gives in-flight requests the configured grace to finish; then the local
+//! executor stops its jobs (SIGTERM, then SIGKILL) and the final views of jobs
+//! that ended are written. A second signal exits at once.
+
+use std::sync::Arc;
+
+use poem::listener::{Acceptor, Listener, TcpListener};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::catalog::folder::{self, FolderSource};
+use crate::catalog::Catalog;
+use crate::config::{ExecutorKind, ServeConfig};
+use crate::executor::local::{LocalConfig, LocalExecutor};
+use crate::executor::Executor;
+use crate::service::{error_chain, Gateway, Limits};
+use crate::status::{StatusConfig, StatusReader};
+use crate::store::{self, StoreError};
+
+/// Errors that stop the server from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The store failed its start-up check.
+    #[error("the store at {url} is not usable; check that the folder is writable or the bucket exists: {detail}")]
+    Store {
+        /// Store URL.
+        url: String,
+        /// The error chain.
+        detail: String,
+    },
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}; choose another address with --listen")]
+    Bind {
+        /// Address.
+        addr: std::net::SocketAddr,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// Serving failed.
+    #[error("the HTTP server failed")]
+    Serve(#[source] std::io::Error),
+}
+
+impl ServeError {
+    fn store(url: &store::StoreUrl, error: &StoreError) -> Self {
+        Self::Store {
+            url: url.to_string(),
+            detail: error_chain(error),
+        }
+    }
+}
+
+/// Runs the gateway until SIGTERM or SIGINT.
+pub async fn run(config: ServeConfig) -> Result<(), ServeError> {
+    let shutdown = CancellationToken::new();
+    spawn_signal_handler(shutdown.clone());
+    run_until(config, shutdown).await
+}
+
+/// Runs the gateway until `shutdown` is cancelled.
+pub async fn run_until(config: ServeConfig, shutdown: CancellationToken) -> Result<(), ServeError> {
+    let store = store::open(&config.store)
+        .await
+        .map_err(|e| ServeError::store(&config.store, &e))?;
+    store
+        .check()
+        .await
+        .map_err(|e| ServeError::store(&config.store, &e))?;
+    tracing::info!(store = %config.store, "store ready");
+
+    let source = FolderSource::new(config.templates.clone());
+    let snapshot = source.load();
+    folder::log_snapshot(&config.templates, &snapshot);
+    let catalog = Arc::new(Catalog::new(snapshot));
+
+    let (events_tx, events_rx) = mpsc::unbounded_channel();
+    let executor: Arc<dyn Executor> = match config.executor {
+        ExecutorKind::Local => Arc::new(LocalExecutor::new(
+            LocalConfig {
+                data_dir: config.data_dir.clone(),
+                max_running: config.max_running,
+                bin_dirs: LocalConfig::default_bin_dirs(),
+                retry_backoff: config.retry_backoff,
+            },
+            events_tx,
+        )),
+    };
+    let status = StatusReader::new(
+        store.clone(),
+        executor.clone(),
+        StatusConfig {
+            progress_ttl: config.progress_ttl,
+            final_ttl: config.final_ttl,
+            public_url: config.public_url.clone(),
+        },
+    );
+    let gateway = Gateway::new(
+        catalog.clone(),
+        executor.clone(),
+        store.clone(),
+        status,
+        Limits {
+            max_upload_bytes: config.max_upload_bytes,
+        },
+    );
+    match gateway.recover_lost_jobs().await {
+        Ok(0) => {}
+        Ok(count) => tracing::warn!(count, "recorded jobs lost by an earlier gateway as failed"),
+        Err(error) => tracing::error!(error = %error_chain(&error), "recovering lost jobs failed"),
+    }
+
+    let background = CancellationToken::new();
+    let recorder = tokio::spawn({
+        let gateway = gateway.clone();
+        let background = background.clone();
+        async move { gateway.record_terminal_jobs(events_rx, background).await }
+    });
+    let watcher = tokio::spawn(source.watch(catalog.clone(), config.template_poll, background.clone()));
+
+    let acceptor = TcpListener::bind(config.listen)
+        .into_acceptor()
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    for addr in acceptor.local_addr() {
+        tracing::info!(address = %addr, executor = executor.name(), max_running = config.max_running, "listening");
+    }
+    let app = crate::api::app(gateway, catalog, config.max_body_bytes);
+    let served = poem::Server::new_with_acceptor(acceptor)
+        .run_with_graceful_shutdown(app, shutdown.clone().cancelled_owned(), Some(config.shutdown_grace))
+        .await;
+
+    tracing::info!("stopping jobs");
+    executor.shutdown().await;
+    background.cancel();
+    let _ = recorder.await;
+    let _ = watcher.await;
+    tracing::info!("stopped");
+    served.map_err(ServeError::Serve)
+}
+
+/// Cancels `shutdown` on the first SIGTERM or SIGINT, and exits the process
+/// on the second.
+fn spawn_signal_handler(shutdown: CancellationToken) {
+    tokio::spawn(async move {
+        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                return;
+            }
+        };
+        for round in 0..2 {
+            tokio::select! {
+                _ = terminate.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            if round == 0 {
+                tracing::info!("shutdown signal received; draining requests");
+                shutdown.cancel();
+            } else {
+                tracing::warn!("second shutdown signal; exiting at once");
+                std::process::exit(130);
+            }
+        }
+    });
+}
