@@ -6,7 +6,7 @@
 # Usage: scripts/fetch-photos.sh [TARGET_FOLDER]
 #
 # Needs apt-get and dpkg-deb (Debian or Ubuntu). Does nothing when the target
-# folder already holds JPEG or PNG files.
+# folder already contains JPEG or PNG files.
 set -euo pipefail
 
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -17,7 +17,7 @@ if [ -d "$target" ]; then
   existing="$(find "$target" -maxdepth 1 -type f \( -iname '*.jpg' -o -iname '*.jpeg' -o -iname '*.png' \) | wc -l)"
 fi
 if [ "$existing" -gt 0 ]; then
-  echo "fetch-photos: $target already holds $existing photos; nothing to do"
+  echo "fetch-photos: $target already contains $existing photos; nothing to do"
   exit 0
 fi
 
