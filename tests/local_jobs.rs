@@ -219,11 +219,23 @@ async fn cancel_stops_the_processes() {
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     let done = gateway.wait_terminal(&id).await;
     assert_eq!(done["state"], "cancelled");
-    let alive = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok();
-    assert!(!alive, "the job's sleep process {pid} survived the cancel");
+    assert!(!is_running(pid), "the job's sleep process {pid} survived the cancel");
 
     let (status, body) = gateway.delete(&format!("/v1/jobs/{id}")).await;
     assert_problem(status, &body, StatusCode::CONFLICT, "job-finished");
+}
+
+/// Returns true while a process exists and is not a zombie: a killed process
+/// whose parent died stays a zombie until init reaps it, which in a container
+/// may be never.
+fn is_running(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.trim_start())
+            .is_some_and(|rest| !rest.starts_with('Z')),
+        Err(_) => false,
+    }
 }
 
 #[tokio::test]
@@ -359,7 +371,24 @@ async fn templates_list_and_detail() {
 }
 
 #[tokio::test]
-async fn logs_tail_and_follow() {
+async fn logs_tail_returns_last_lines() {
+    let (gateway, _templates, _data) = start();
+    let id = gateway.submit("echo", json!({"text": "one\ntwo\nthree\n"})).await;
+    gateway.wait_terminal(&id).await;
+    let response = gateway
+        .http
+        .get(gateway.url(&format!("/v1/jobs/{id}/logs?tail=2")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.text().await.unwrap(), "two\nthree\n");
+    let all = gateway.logs(&id).await;
+    assert!(all.ends_with("one\ntwo\nthree\none\ntwo\nthree\n"), "{all}");
+}
+
+#[tokio::test]
+async fn logs_follow_streams_until_the_end() {
     let (gateway, _templates, _data) = start();
     let id = gateway
         .submit("shell", json!({"script": "for i in 1 2 3 4 5; do echo line$i; sleep 0.2; done"}))
@@ -372,14 +401,10 @@ async fn logs_tail_and_follow() {
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     let followed = response.text().await.unwrap();
-    assert!(followed.contains("line1") && followed.contains("line5"), "{followed}");
-    let response = gateway
-        .http
-        .get(gateway.url(&format!("/v1/jobs/{id}/logs?tail=2")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.text().await.unwrap(), "line4\nline5\n");
+    assert!(followed.contains("line1"), "{followed}");
+    assert!(followed.contains("line5"), "{followed}");
+    let (_, view) = gateway.get(&format!("/v1/jobs/{id}")).await;
+    assert_eq!(view["state"], "succeeded", "follow ends when the job ends");
 }
 
 #[tokio::test]
@@ -475,4 +500,53 @@ async fn health_endpoints_answer() {
     assert_eq!(body["status"], "ok");
     let (status, _) = gateway.get("/readyz").await;
     assert_eq!(status, StatusCode::OK);
+}
+
+fn jpeg(width: u32, height: u32) -> Vec<u8> {
+    let image = image::RgbImage::from_fn(width, height, |x, y| image::Rgb([(x % 256) as u8, (y % 256) as u8, 128]));
+    let mut bytes = std::io::Cursor::new(Vec::new());
+    image.write_to(&mut bytes, image::ImageFormat::Jpeg).unwrap();
+    bytes.into_inner()
+}
+
+#[tokio::test]
+async fn thumbnail_job_survives_a_corrupt_image() {
+    let (gateway, _templates, _data) = start();
+    let good = gateway.upload("landscape.jpg", jpeg(800, 400)).await;
+    let corrupt = gateway.upload("broken.jpg", b"\xff\xd8\xff\xe0 this is not a JPEG".to_vec()).await;
+    let id = gateway
+        .submit("thumbnail", json!({"images": [good, corrupt], "sizes": [100], "formats": ["png"]}))
+        .await;
+    let done = gateway.wait_terminal(&id).await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert_eq!(done["summary"]["succeeded"], 1, "{done}");
+    let failed = done["summary"]["failed"].as_array().unwrap();
+    assert_eq!(failed.len(), 1, "{done}");
+    assert!(failed[0]["input"].as_str().unwrap().ends_with("broken.jpg"), "{done}");
+    assert!(!failed[0]["error"].as_str().unwrap().is_empty());
+    assert_eq!(done["progress"]["percent"], 100.0);
+
+    let outputs = done["outputs"].as_array().unwrap();
+    assert_eq!(outputs.len(), 1, "{done}");
+    assert_eq!(outputs[0]["content_type"], "image/png");
+    let response = gateway.http.get(gateway.url(outputs[0]["url"].as_str().unwrap())).send().await.unwrap();
+    assert_eq!(response.headers()["content-type"], "image/png");
+    let thumbnail = image::load_from_memory(&response.bytes().await.unwrap()).unwrap();
+    assert_eq!((thumbnail.width(), thumbnail.height()), (100, 50));
+}
+
+#[tokio::test]
+async fn thumbnail_rejects_invalid_sizes() {
+    let (gateway, _templates, _data) = start();
+    let (status, body) = gateway
+        .post(
+            "/v1/jobs",
+            &json!({"template": "thumbnail", "parameters": {"images": ["not-an-upload"], "sizes": [8], "formats": ["gif"]}}),
+        )
+        .await;
+    assert_problem(status, &body, StatusCode::BAD_REQUEST, "invalid-parameters");
+    let fields: Vec<&str> = body["errors"].as_array().unwrap().iter().map(|e| e["field"].as_str().unwrap()).collect();
+    for expected in ["/parameters/images/0", "/parameters/sizes/0", "/parameters/formats/0"] {
+        assert!(fields.contains(&expected), "{expected} missing from {body}");
+    }
 }

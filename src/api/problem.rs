@@ -221,6 +221,11 @@ impl From<GatewayError> for ErrorResponse {
 /// Turns any error that escaped the operations (unknown route, wrong method,
 /// malformed JSON, wrong content type) into a problem response.
 pub fn from_poem_error(error: poem::Error) -> poem::Response {
+    // Operations return their typed problem responses as errors that
+    // already carry the response; pass those through unchanged.
+    if error.is_from_response() {
+        return error.into_response();
+    }
     let status = error.status();
     let (kind, title) = match status {
         StatusCode::NOT_FOUND => ("not-found", "Not found"),
