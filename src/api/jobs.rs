@@ -13,7 +13,7 @@ use super::ApiTags;
 use crate::executor::LogOptions;
 use crate::job::{JobId, JobState};
 use crate::service::{Gateway, GatewayError, ListQuery, SubmitRequest, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
-use crate::status::JobView;
+use crate::status::{JobView, Output, Progress};
 
 /// Most log lines one request returns.
 const MAX_LOG_TAIL: usize = 100_000;
@@ -49,11 +49,73 @@ impl Example for SubmitJob {
 
 /// A page of jobs, newest first.
 #[derive(Debug, Object)]
+#[oai(example, skip_serializing_if_is_none)]
 pub struct JobList {
     /// The jobs on this page.
     pub jobs: Vec<JobView>,
     /// Pass as `cursor` to get the next page; absent on the last page.
     pub next_cursor: Option<String>,
+}
+
+impl Example for JobList {
+    fn example() -> Self {
+        Self {
+            jobs: vec![JobView::example()],
+            next_cursor: Some("0190f5c5-1d2e-7a40-8b1c-3e5f7a9b0c12".into()),
+        }
+    }
+}
+
+/// The example of `JobView` in the OpenAPI document: a thumbnail job that
+/// succeeded. It is here, with the other API examples, rather than beside the
+/// type in `status::view`.
+impl Example for JobView {
+    fn example() -> Self {
+        let created_at = example_time("2024-07-18T09:30:00.120Z");
+        let output = |name: &str, size: u64, content_type: &str| Output {
+            name: name.into(),
+            size,
+            content_type: content_type.into(),
+            url: format!("/v1/jobs/0190f5c5-1d2e-7a40-8b1c-3e5f7a9b0c12/outputs/{name}"),
+        };
+        Self {
+            id: "0190f5c5-1d2e-7a40-8b1c-3e5f7a9b0c12".parse().expect("the example id is a valid UUID"),
+            template: "thumbnail".into(),
+            parameters: serde_json::json!({
+                "images": ["uploads/0190f5c4-8a8e-7c3b-9a4e-2f1d6b8c9e01/photo.jpg"],
+                "sizes": [256, 1024],
+                "formats": ["jpeg"],
+                "quality": 85,
+                "max_pixels": 40_000_000
+            }),
+            labels: BTreeMap::from([("user".into(), "42".into())]),
+            state: JobState::Succeeded,
+            reason: None,
+            message: None,
+            progress: Some(Progress {
+                percent: 100.0,
+                message: Some("1 of 1 images resized".into()),
+                stage: Some("resize".into()),
+                done: Some(1),
+                total: Some(1),
+                updated_at: example_time("2024-07-18T09:30:02.480Z"),
+            }),
+            eta_seconds: None,
+            created_at,
+            started_at: Some(example_time("2024-07-18T09:30:00.350Z")),
+            finished_at: Some(example_time("2024-07-18T09:30:02.510Z")),
+            attempts: 1,
+            outputs: vec![
+                output("photo-256.jpg", 18_244, "image/jpeg"),
+                output("photo-1024.jpg", 162_903, "image/jpeg"),
+            ],
+            summary: Some(serde_json::json!({"images": 1, "succeeded": 1, "failed": []})),
+        }
+    }
+}
+
+fn example_time(rfc3339: &str) -> chrono::DateTime<chrono::Utc> {
+    rfc3339.parse().expect("example times are valid RFC 3339")
 }
 
 #[derive(ApiResponse)]
@@ -69,9 +131,31 @@ enum SubmitResponse {
 }
 
 #[derive(ApiResponse)]
+enum ListResponse {
+    /// A page of jobs, newest first.
+    #[oai(status = 200)]
+    Ok(Json<JobList>),
+}
+
+#[derive(ApiResponse)]
+enum ViewResponse {
+    /// The job's current view.
+    #[oai(status = 200)]
+    Ok(Json<JobView>),
+}
+
+#[derive(ApiResponse)]
 enum LogsResponse {
     /// The log text; streamed until the job ends when following.
     #[oai(status = 200, content_type = "text/plain; charset=utf-8")]
+    Ok(Binary<Body>),
+}
+
+#[derive(ApiResponse)]
+enum OutputResponse {
+    /// The output file. Its `Content-Type` is the one the job recorded for
+    /// it, such as `image/jpeg`, so any media type can be returned.
+    #[oai(status = 200, content_type = "*/*")]
     Ok(Binary<Body>),
 }
 
@@ -134,9 +218,10 @@ impl JobsApi {
         /// Jobs per page, 1 to 200 (default 20).
         #[oai(validator(minimum(value = "1"), maximum(value = "200")))]
         limit: Query<Option<u32>>,
-        /// The `next_cursor` of the previous page.
+        /// The `next_cursor` of the previous page, passed unchanged; omit it
+        /// for the first page.
         cursor: Query<Option<String>>,
-    ) -> Result<Json<JobList>, ErrorResponse> {
+    ) -> Result<ListResponse, ErrorResponse> {
         let cursor = match cursor.0 {
             Some(cursor) => Some(cursor.parse::<JobId>().map_err(|_| {
                 ErrorResponse::from(GatewayError::InvalidField {
@@ -155,10 +240,10 @@ impl JobsApi {
                 cursor,
             })
             .await?;
-        Ok(Json(JobList {
+        Ok(ListResponse::Ok(Json(JobList {
             jobs: page.jobs,
             next_cursor: page.next_cursor.map(|c| c.to_string()),
-        }))
+        })))
     }
 
     /// Get a job
@@ -170,9 +255,9 @@ impl JobsApi {
         &self,
         /// Job id.
         id: Path<String>,
-    ) -> Result<Json<JobView>, ErrorResponse> {
+    ) -> Result<ViewResponse, ErrorResponse> {
         let id = parse_id(&id.0)?;
-        Ok(Json(self.gateway.view(id).await?))
+        Ok(ViewResponse::Ok(Json(self.gateway.view(id).await?)))
     }
 
     /// Cancel a job
@@ -226,11 +311,12 @@ impl JobsApi {
         id: Path<String>,
         /// Output name, as listed in the job's `outputs`.
         name: Path<String>,
-    ) -> Result<Response<Binary<Body>>, ErrorResponse> {
+    ) -> Result<Response<OutputResponse>, ErrorResponse> {
         let id = parse_id(&id.0)?;
         let download = self.gateway.output(id, &name.0).await?;
         let body = Body::from_bytes_stream(download.reader.body);
-        Ok(Response::new(Binary(body))
+        // This header replaces the `*/*` that `OutputResponse` sets.
+        Ok(Response::new(OutputResponse::Ok(Binary(body)))
             .header("Content-Type", download.content_type)
             .header("Content-Length", download.reader.meta.size.to_string())
             .header("Cache-Control", "private, max-age=3600"))

@@ -54,7 +54,15 @@ pub fn service(gateway: Gateway, catalog: Arc<Catalog>) -> OpenApiService<Api, (
             "Run heavy work as Kubernetes Jobs created from templates, and follow it to its \
              outputs. Errors are problem details (RFC 9457) with a stable `type` per kind.",
         )
-        .license(poem_openapi::LicenseObject::new("Apache-2.0"))
+        .license(
+            poem_openapi::LicenseObject::new("Apache-2.0").url("https://www.apache.org/licenses/LICENSE-2.0"),
+        )
+        // Each installation serves the API at its own address, so the only
+        // server is relative: the one that served this document.
+        .server(
+            poem_openapi::ServerObject::new("/")
+                .description("The gateway that serves this document, at its own address"),
+        )
 }
 
 /// Builds the whole HTTP application.
@@ -89,22 +97,40 @@ async fn limit_body<E: Endpoint>(
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.parse::<u64>().ok());
     if declared.is_some_and(|length| length > limit) {
-        return Err(too_large(limit));
+        return Ok(too_large(limit));
     }
     if !is_upload && declared.is_none() {
         let body = request.take_body();
-        let bytes = body
-            .into_bytes_limit(max_body_bytes)
-            .await
-            .map_err(|_| too_large(limit))?;
-        request.set_body(bytes);
+        match body.into_bytes_limit(max_body_bytes).await {
+            Ok(bytes) => request.set_body(bytes),
+            Err(_) => return Ok(too_large(limit)),
+        }
     }
-    Ok(endpoint.call(request).await?.into_response())
+    let mut response = match endpoint.call(request).await {
+        Ok(response) => response.into_response(),
+        Err(error) => problem::from_poem_error(error),
+    };
+    if response.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        // An upload stopped at its limit leaves body bytes unread.
+        response.headers_mut().insert(
+            poem::http::header::CONNECTION,
+            poem::http::HeaderValue::from_static("close"),
+        );
+    }
+    Ok(response)
 }
 
-fn too_large(limit: u64) -> poem::Error {
-    poem::Error::from_string(
+/// Builds the `413` problem response. It closes the connection, because
+/// the unread rest of the body would otherwise be taken as the next request.
+fn too_large(limit: u64) -> Response {
+    let error = poem::Error::from_string(
         format!("the body is larger than the limit of {limit} bytes"),
         StatusCode::PAYLOAD_TOO_LARGE,
-    )
+    );
+    let mut response = problem::from_poem_error(error);
+    response.headers_mut().insert(
+        poem::http::header::CONNECTION,
+        poem::http::HeaderValue::from_static("close"),
+    );
+    response
 }

@@ -27,8 +27,8 @@ pub struct Problem {
     pub status: u16,
     /// What went wrong in this request, and how to fix it.
     pub detail: String,
-    /// Every invalid field, for validation errors.
-    #[oai(skip_serializing_if_is_empty)]
+    /// Every invalid field, for validation errors; absent for other errors.
+    #[oai(default, skip_serializing_if_is_empty)]
     pub errors: Vec<FieldProblem>,
 }
 

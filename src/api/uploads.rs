@@ -4,6 +4,7 @@ use futures::TryStreamExt;
 use poem::Body;
 use poem_openapi::param::Query;
 use poem_openapi::payload::{Binary, Json};
+use poem_openapi::types::Example;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 
 use super::problem::ErrorResponse;
@@ -12,6 +13,7 @@ use crate::service::Gateway;
 
 /// A stored upload.
 #[derive(Debug, Object)]
+#[oai(example)]
 pub struct UploadView {
     /// Value to put in a job parameter, such as `uploads/<id>/photo.jpg`.
     pub reference: String,
@@ -19,6 +21,16 @@ pub struct UploadView {
     pub name: String,
     /// Size in bytes.
     pub size: u64,
+}
+
+impl Example for UploadView {
+    fn example() -> Self {
+        Self {
+            reference: "uploads/0190f5c4-8a8e-7c3b-9a4e-2f1d6b8c9e01/photo.jpg".into(),
+            name: "photo.jpg".into(),
+            size: 2_483_117,
+        }
+    }
 }
 
 #[derive(ApiResponse)]

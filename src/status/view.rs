@@ -11,7 +11,11 @@ use uuid::Uuid;
 use crate::job::{JobState, Reason};
 
 /// A job's state, progress and results.
+///
+/// Fields without a value are left out of API responses, as the OpenAPI
+/// document declares them optional but not nullable.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Object)]
+#[oai(example, skip_serializing_if_is_none)]
 pub struct JobView {
     /// Job id, a UUIDv7.
     pub id: Uuid,
@@ -22,9 +26,13 @@ pub struct JobView {
     /// Labels the caller attached at submit.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
-    /// Lifecycle state.
+    // The two enum fields have plain comments, not doc comments: poem-openapi
+    // would wrap a documented enum reference in `allOf`, which
+    // openapi-python-client 0.29 cannot generate. The enums' own docs describe
+    // them in the OpenAPI document.
+    // Lifecycle state.
     pub state: JobState,
-    /// Machine-readable reason of a failure, or of a job that cannot make progress.
+    // Machine-readable reason of a failure, or of a job that cannot make progress.
     #[serde(default)]
     pub reason: Option<Reason>,
     /// Human-readable detail for the state or reason.
@@ -34,7 +42,7 @@ pub struct JobView {
     #[serde(default)]
     pub progress: Option<Progress>,
     /// Estimated seconds until the job finishes, from the progress rate so
-    /// far; null until it can be estimated.
+    /// far; absent until it can be estimated.
     #[serde(default)]
     pub eta_seconds: Option<u64>,
     /// Time the gateway accepted the job.
@@ -58,6 +66,7 @@ pub struct JobView {
 
 /// A worker's progress report.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct Progress {
     /// Completion in percent, from 0 to 100.
     pub percent: f64,
