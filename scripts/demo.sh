@@ -15,16 +15,28 @@ scripts/fetch-photos.sh photos
 cargo build --workspace --bins
 bin=target/debug
 
-"$bin/jobgate" serve --listen "$listen" &
+mkdir -p .jobgate
+log=.jobgate/gateway.log
+echo "demo: starting the gateway on $url; its log goes to $log"
+"$bin/jobgate" serve --listen "$listen" >>"$log" 2>&1 &
 server=$!
-trap 'kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true' EXIT
+stop_server() {
+    if kill -0 "$server" 2>/dev/null; then
+        kill "$server"
+    fi
+    wait "$server" 2>/dev/null || true
+}
+trap stop_server EXIT
+# Ctrl-C reaches the gateway too; let it drain and stop by itself.
+trap 'wait "$server" 2>/dev/null; exit 130' INT TERM
 
 for _ in $(seq 1 100); do
     if curl -fsS "$url/readyz" >/dev/null 2>&1; then
         break
     fi
     if ! kill -0 "$server" 2>/dev/null; then
-        echo "demo: the gateway exited; see its log above" >&2
+        echo "demo: the gateway exited; its log:" >&2
+        tail -n 20 "$log" >&2
         exit 1
     fi
     sleep 0.1
@@ -35,7 +47,7 @@ done
 
 cat <<MESSAGE
 
-The gateway is still serving at $url:
+The gateway is still serving at $url (log: $log):
   Swagger UI:   $url/docs
   recent jobs:  curl -s '$url/v1/jobs?limit=5'
 Press Ctrl-C to stop it.

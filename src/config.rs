@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use clap::Args;
 
+use crate::store::s3::S3Settings;
 use crate::store::StoreUrl;
 
 /// Default address: loopback only, because the API has no authentication of
@@ -80,6 +81,24 @@ pub struct ServeArgs {
     #[arg(long, env = "JOBGATE_PUBLIC_URL", default_value = "")]
     pub public_url: String,
 
+    /// S3 endpoint URL, such as http://127.0.0.1:3900
+    /// [default: AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL, else AWS].
+    #[arg(long, env = "JOBGATE_S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+
+    /// S3 region [default: AWS_REGION, else us-east-1].
+    #[arg(long, env = "JOBGATE_S3_REGION")]
+    pub s3_region: Option<String>,
+
+    /// Address the bucket in the URL path (true for MinIO, Garage and most
+    /// servers other than AWS), `true` or `false`.
+    #[arg(long, env = "JOBGATE_S3_PATH_STYLE", default_value = "false")]
+    pub s3_path_style: String,
+
+    /// Seconds a presigned download or upload URL stays valid.
+    #[arg(long, env = "JOBGATE_PRESIGN_SECONDS", default_value = "900")]
+    pub presign_seconds: String,
+
     /// Seconds in-flight requests get to finish after SIGTERM or SIGINT.
     #[arg(long, env = "JOBGATE_SHUTDOWN_GRACE_SECONDS", default_value = "30")]
     pub shutdown_grace_seconds: String,
@@ -123,6 +142,10 @@ pub struct ServeConfig {
     pub public_url: String,
     /// Shutdown grace.
     pub shutdown_grace: Duration,
+    /// S3 endpoint, region and addressing.
+    pub s3: S3Settings,
+    /// Lifetime of presigned URLs.
+    pub presign_expiry: Duration,
 }
 
 /// One invalid setting.
@@ -194,14 +217,39 @@ impl ServeArgs {
             .store
             .clone()
             .unwrap_or_else(|| format!("file://{}", data_dir.join("store").display()));
-        let store = c.check("--store", "JOBGATE_STORE", &store_text, |text| {
-            let url = text.parse::<StoreUrl>()?;
-            if matches!(url, StoreUrl::S3 { .. }) {
-                // TODO: accept s3:// once the S3 store exists.
-                return Err("the s3:// store is not available in this build yet; use file:///absolute/path".into());
+        let store = c.check("--store", "JOBGATE_STORE", &store_text, |text| text.parse::<StoreUrl>());
+        let endpoint_text = self
+            .s3_endpoint
+            .clone()
+            .or_else(|| std::env::var("AWS_ENDPOINT_URL_S3").ok())
+            .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok());
+        let s3_endpoint = match &endpoint_text {
+            Some(text) => c
+                .check("--s3-endpoint", "JOBGATE_S3_ENDPOINT", text, |text| {
+                    if text.starts_with("http://") || text.starts_with("https://") {
+                        Ok(Some(text.trim_end_matches('/').to_owned()))
+                    } else {
+                        Err("expected an http:// or https:// URL such as http://127.0.0.1:3900".into())
+                    }
+                })
+                .flatten(),
+            None => None,
+        };
+        let s3_region = self.s3_region.clone().or_else(|| std::env::var("AWS_REGION").ok());
+        let s3_path_style = c.check("--s3-path-style", "JOBGATE_S3_PATH_STYLE", &self.s3_path_style, |text| {
+            match text.trim() {
+                "true" | "1" | "yes" => Ok(true),
+                "false" | "0" | "no" => Ok(false),
+                _ => Err("expected true or false".into()),
             }
-            Ok(url)
         });
+        let presign_seconds = c.check(
+            "--presign-seconds",
+            "JOBGATE_PRESIGN_SECONDS",
+            &self.presign_seconds,
+            // S3 caps presigned URLs at seven days.
+            number(1u64, 7 * 24 * 3600),
+        );
         let templates = c.check(
             "--templates",
             "JOBGATE_TEMPLATES",
@@ -292,6 +340,12 @@ impl ServeArgs {
             retry_backoff: Duration::from_millis(retry_backoff.unwrap()),
             public_url: public_url.unwrap(),
             shutdown_grace: Duration::from_secs(shutdown_grace.unwrap()),
+            s3: S3Settings {
+                endpoint: s3_endpoint,
+                region: s3_region,
+                path_style: s3_path_style.unwrap(),
+            },
+            presign_expiry: Duration::from_secs(presign_seconds.unwrap()),
         })
     }
 }

@@ -62,7 +62,7 @@ pub async fn run(config: ServeConfig) -> Result<(), ServeError> {
 
 /// Runs the gateway until `shutdown` is cancelled.
 pub async fn run_until(config: ServeConfig, shutdown: CancellationToken) -> Result<(), ServeError> {
-    let store = store::open(&config.store)
+    let store = store::open(&config.store, &config.s3)
         .await
         .map_err(|e| ServeError::store(&config.store, &e))?;
     store

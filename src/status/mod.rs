@@ -14,7 +14,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use chrono::Utc;
 use jobgate_worker::protocol::{self, ProgressDoc, RequestDoc, ResultDoc};
-use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
 use self::cache::{DocCache, Ttl};
 pub use self::view::{JobView, Output, Progress};
@@ -28,6 +28,10 @@ pub const DEFAULT_PROGRESS_TTL: Duration = Duration::from_secs(1);
 /// Default time documents that no longer change are cached (request records,
 /// results and final records).
 pub const DEFAULT_FINAL_TTL: Duration = Duration::from_secs(600);
+
+/// Characters escaped in an output name in a URL path: all but RFC 3986's
+/// unreserved characters.
+const PATH_SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
 
 /// Settings of the status reader.
 #[derive(Debug, Clone)]
@@ -250,7 +254,7 @@ impl StatusReader {
         format!(
             "{}/v1/jobs/{id}/outputs/{}",
             self.config.public_url.trim_end_matches('/'),
-            utf8_percent_encode(name, NON_ALPHANUMERIC)
+            utf8_percent_encode(name, PATH_SEGMENT)
         )
     }
 }

@@ -5,11 +5,13 @@
 //! gateway replicas agree on where each document lives.
 
 pub mod fs;
+pub mod s3;
 
 use std::fmt;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -81,6 +83,20 @@ pub struct ObjectMeta {
     pub size: u64,
 }
 
+/// Outcome of a conditional read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Conditional {
+    /// The object still has the given ETag.
+    NotModified,
+    /// The object's current content and ETag.
+    Found {
+        /// Content.
+        bytes: Bytes,
+        /// Version tag for the next conditional read.
+        etag: Option<String>,
+    },
+}
+
 /// An object opened for streaming.
 pub struct ObjectReader {
     /// Size and type.
@@ -98,6 +114,15 @@ pub struct ObjectReader {
 pub trait ObjectStore: Send + Sync + 'static {
     /// Reads a whole object into memory. Meant for small JSON documents.
     async fn get(&self, key: &str) -> Result<Bytes>;
+
+    /// Reads an object unless its ETag still equals `etag`.
+    async fn get_if_none_match(&self, key: &str, etag: Option<&str>) -> Result<Conditional> {
+        let _ = etag;
+        Ok(Conditional::Found {
+            bytes: self.get(key).await?,
+            etag: None,
+        })
+    }
 
     /// Opens an object for streaming.
     async fn open(&self, key: &str) -> Result<ObjectReader>;
@@ -122,8 +147,28 @@ pub trait ObjectStore: Send + Sync + 'static {
     /// Checks that the store can be read and written.
     async fn check(&self) -> Result<()>;
 
+    /// Returns a URL that reads the object without credentials until
+    /// `expiry`, or `None` when the store has no such URLs.
+    async fn presign_get(&self, key: &str, expiry: Duration) -> Result<Option<String>> {
+        let _ = (key, expiry);
+        Ok(None)
+    }
+
+    /// Returns a URL that writes the object with a PUT without credentials
+    /// until `expiry`, or `None` when the store has no such URLs.
+    async fn presign_put(&self, key: &str, expiry: Duration) -> Result<Option<String>> {
+        let _ = (key, expiry);
+        Ok(None)
+    }
+
     /// Returns the URL that workers receive in `JOBGATE_STORE`.
     fn worker_url(&self) -> String;
+
+    /// Returns further environment variables workers need to reach the store,
+    /// such as the S3 endpoint; never credentials.
+    fn worker_env(&self) -> Vec<(String, String)> {
+        Vec::new()
+    }
 }
 
 /// Where the store lives, parsed from `JOBGATE_STORE`.
@@ -207,15 +252,12 @@ pub fn validate_key(key: &str) -> Result<()> {
     Ok(())
 }
 
-/// Opens the store a URL names.
-pub async fn open(url: &StoreUrl) -> Result<Arc<dyn ObjectStore>> {
+/// Opens the store a URL names; `s3` applies to `s3://` URLs only.
+pub async fn open(url: &StoreUrl, s3: &s3::S3Settings) -> Result<Arc<dyn ObjectStore>> {
     match url {
         StoreUrl::File(root) => Ok(Arc::new(fs::FsStore::new(root.clone()).await?)),
-        StoreUrl::S3 { .. } => Err(StoreError::backend(
-            "open",
-            "",
-            // TODO: the S3 backend (aws-sdk-s3) is not built yet.
-            "the s3:// store is not available in this build yet; use file:///path",
+        StoreUrl::S3 { bucket, prefix } => Ok(Arc::new(
+            s3::S3Store::new(bucket.clone(), prefix.clone(), s3.clone()).await,
         )),
     }
 }

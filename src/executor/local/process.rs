@@ -130,6 +130,12 @@ impl LogSink {
             log.written += bytes.len() as u64;
             log.file.write_all(bytes).await
         };
+        // NB: tokio writes files from a background thread; without the flush
+        // a reader of the log could miss bytes already written here.
+        let result = match result {
+            Ok(()) => log.file.flush().await,
+            Err(error) => Err(error),
+        };
         if let Err(error) = result {
             tracing::warn!(%error, "writing the job log failed");
         }
