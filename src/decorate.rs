@@ -17,7 +17,7 @@ pub const TEMPLATE_LABEL: &str = "jobgate.dev/template";
 /// Sets the Job's name, labels (on the Job and its pods) and the worker
 /// variables of every container. Values the template set for these are
 /// replaced, so a template cannot point a job at another job's records.
-pub fn decorate(job: &mut Job, id: JobId, template: &str, store_url: &str) {
+pub fn decorate(job: &mut Job, id: JobId, template: &str, store_url: &str, store_env: &[(String, String)]) {
     let labels = BTreeMap::from([
         (ID_LABEL.to_owned(), id.to_string()),
         (TEMPLATE_LABEL.to_owned(), template.to_owned()),
@@ -36,10 +36,11 @@ pub fn decorate(job: &mut Job, id: JobId, template: &str, store_url: &str) {
         .get_or_insert_with(BTreeMap::new)
         .extend(labels);
     let Some(pod) = spec.template.spec.as_mut() else { return };
-    let injected = [
-        (ENV_JOB_ID, id.to_string()),
-        (ENV_STORE, store_url.to_owned()),
+    let mut injected = vec![
+        (ENV_JOB_ID.to_owned(), id.to_string()),
+        (ENV_STORE.to_owned(), store_url.to_owned()),
     ];
+    injected.extend(store_env.iter().cloned());
     for container in pod
         .containers
         .iter_mut()
@@ -49,11 +50,11 @@ pub fn decorate(job: &mut Job, id: JobId, template: &str, store_url: &str) {
     }
 }
 
-fn inject_env(container: &mut Container, injected: &[(&str, String)]) {
+fn inject_env(container: &mut Container, injected: &[(String, String)]) {
     let env = container.env.get_or_insert_with(Vec::new);
     env.retain(|var| !injected.iter().any(|(name, _)| var.name == *name));
     env.extend(injected.iter().map(|(name, value)| EnvVar {
-        name: (*name).to_owned(),
+        name: name.clone(),
         value: Some(value.clone()),
         value_from: None,
     }));
@@ -71,7 +72,7 @@ mod tests {
         )
         .unwrap();
         let id = JobId::new();
-        decorate(&mut job, id, "echo", "file:///data");
+        decorate(&mut job, id, "echo", "file:///data", &[("AWS_REGION".into(), "garage".into())]);
         assert_eq!(job.metadata.name, Some(format!("jobgate-{id}")));
         let labels = job.metadata.labels.as_ref().unwrap();
         assert_eq!(labels[ID_LABEL], id.to_string());
@@ -84,5 +85,6 @@ mod tests {
         assert_eq!(job_ids[0].value.as_deref(), Some(id.to_string().as_str()));
         assert!(env.iter().any(|v| v.name == "KEEP"));
         assert!(env.iter().any(|v| v.name == ENV_STORE && v.value.as_deref() == Some("file:///data")));
+        assert!(env.iter().any(|v| v.name == "AWS_REGION" && v.value.as_deref() == Some("garage")));
     }
 }

@@ -39,6 +39,7 @@ fn unused_gateway() -> Gateway {
             progress_ttl: Duration::from_secs(1),
             final_ttl: Duration::from_secs(1),
             public_url: String::new(),
+            presign_expiry: Duration::from_secs(1),
         },
     );
     Gateway::new(
@@ -48,6 +49,7 @@ fn unused_gateway() -> Gateway {
         status,
         Limits {
             max_upload_bytes: crate::config::DEFAULT_MAX_UPLOAD_BYTES,
+            presign_expiry: Duration::from_secs(1),
         },
     )
 }

@@ -24,10 +24,12 @@ use crate::store::{self, StoreError};
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     /// The store failed its start-up check.
-    #[error("the store at {url} is not usable; check that the folder is writable or the bucket exists: {detail}")]
+    #[error("the store at {url} is not usable: {advice} ({detail})")]
     Store {
         /// Store URL.
         url: String,
+        /// What to do about it.
+        advice: &'static str,
         /// The error chain.
         detail: String,
     },
@@ -46,9 +48,15 @@ pub enum ServeError {
 
 impl ServeError {
     fn store(url: &store::StoreUrl, error: &StoreError) -> Self {
+        let detail = error_chain(error);
+        let advice = match url {
+            store::StoreUrl::S3 { .. } => store::s3::advice(&detail),
+            store::StoreUrl::File(_) => "check that the folder exists or can be created, and is writable",
+        };
         Self::Store {
             url: url.to_string(),
-            detail: error_chain(error),
+            advice,
+            detail,
         }
     }
 }
@@ -72,6 +80,7 @@ pub async fn run_until(config: ServeConfig, shutdown: CancellationToken) -> Resu
     tracing::info!(store = %config.store, "store ready");
 
     let source = FolderSource::new(config.templates.clone());
+    let loaded = source.fingerprint();
     let snapshot = source.load();
     folder::log_snapshot(&config.templates, &snapshot);
     let catalog = Arc::new(Catalog::new(snapshot));
@@ -95,6 +104,7 @@ pub async fn run_until(config: ServeConfig, shutdown: CancellationToken) -> Resu
             progress_ttl: config.progress_ttl,
             final_ttl: config.final_ttl,
             public_url: config.public_url.clone(),
+            presign_expiry: config.presign_expiry,
         },
     );
     let gateway = Gateway::new(
@@ -104,6 +114,7 @@ pub async fn run_until(config: ServeConfig, shutdown: CancellationToken) -> Resu
         status,
         Limits {
             max_upload_bytes: config.max_upload_bytes,
+            presign_expiry: config.presign_expiry,
         },
     );
     match gateway.recover_lost_jobs().await {
@@ -118,7 +129,7 @@ pub async fn run_until(config: ServeConfig, shutdown: CancellationToken) -> Resu
         let background = background.clone();
         async move { gateway.record_terminal_jobs(events_rx, background).await }
     });
-    let watcher = tokio::spawn(source.watch(catalog.clone(), config.template_poll, background.clone()));
+    let watcher = tokio::spawn(source.watch(catalog.clone(), config.template_poll, background.clone(), loaded));
 
     let acceptor = TcpListener::bind(config.listen)
         .into_acceptor()

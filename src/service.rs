@@ -232,6 +232,8 @@ pub struct Download {
 pub struct Limits {
     /// Largest upload, in bytes.
     pub max_upload_bytes: u64,
+    /// Lifetime of presigned upload URLs.
+    pub presign_expiry: Duration,
 }
 
 /// The gateway's operations.
@@ -298,7 +300,7 @@ impl Gateway {
                     name: template.name.clone(),
                     error: error.to_string(),
                 })?;
-            decorate::decorate(&mut job, id, &template.name, &self.store.worker_url());
+            decorate::decorate(&mut job, id, &template.name, &self.store.worker_url(), &self.store.worker_env());
             let record = RequestDoc {
                 id: id.to_string(),
                 template: template.name.clone(),
@@ -423,6 +425,26 @@ impl Gateway {
         })
     }
 
+    /// Reserves an upload reference and returns a presigned PUT URL for it,
+    /// or `None` when the store cannot sign URLs.
+    pub async fn presign_upload(&self, name: &str, expiry: Duration) -> Result<Option<(Upload, String)>, GatewayError> {
+        protocol::validate_output_name(name).map_err(|message| GatewayError::InvalidField {
+            field: "name".into(),
+            message: format!("{message}; give a plain file name such as photo.jpg"),
+        })?;
+        let reference = format!("uploads/{}/{name}", uuid::Uuid::now_v7());
+        let Some(url) = self.store.presign_put(&reference, expiry).await? else {
+            return Ok(None);
+        };
+        tracing::info!(upload = %reference, "presigned upload issued");
+        let upload = Upload {
+            reference,
+            name: name.to_owned(),
+            size: 0,
+        };
+        Ok(Some((upload, url)))
+    }
+
     /// Opens one of a job's outputs.
     pub async fn output(&self, id: JobId, name: &str) -> Result<Download, GatewayError> {
         let not_found = || GatewayError::OutputNotFound { id, name: name.to_owned() };
@@ -455,6 +477,9 @@ impl Gateway {
     /// Records each job's final view in the store as the executor reports it
     /// terminal, until the executor's sender is dropped or `shutdown` fires.
     pub async fn record_terminal_jobs(&self, mut events: mpsc::UnboundedReceiver<TerminalEvent>, shutdown: CancellationToken) {
+        // Each job is recorded in its own task, so a job waiting for the
+        // store does not hold up the others.
+        let tasks = tokio_util::task::TaskTracker::new();
         loop {
             let event = tokio::select! {
                 event = events.recv() => event,
@@ -464,32 +489,49 @@ impl Gateway {
                     events.recv().await
                 }
             };
-            let Some(event) = event else { return };
-            self.record(event).await;
+            let Some(event) = event else { break };
+            let gateway = self.clone();
+            let shutdown = shutdown.clone();
+            tasks.spawn(async move { gateway.record(event, &shutdown).await });
         }
+        tasks.close();
+        tasks.wait().await;
     }
 
     /// Writes `status.json` for a terminal job, retrying while the store
-    /// fails, then lets the executor forget the job.
-    async fn record(&self, event: TerminalEvent) {
+    /// fails (an outage must not lose the final view), then lets the
+    /// executor forget the job. Gives up only at shutdown.
+    async fn record(&self, event: TerminalEvent, shutdown: &CancellationToken) {
         let id = event.id;
         let mut pause = Duration::from_millis(200);
-        for attempt in 1..=8 {
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
             match self.try_record(&event).await {
                 Ok(()) => {
                     self.executor.forget(id).await;
                     return;
                 }
                 Err(error) => {
-                    tracing::debug!(job.id = %id, attempt, error = %error_chain(&error), "recording the final view failed; retrying");
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_secs(10));
+                    let error = error_chain(&error);
+                    if attempt % 10 == 1 {
+                        tracing::warn!(job.id = %id, attempt, %error, "recording the final view failed; retrying until the store answers");
+                    } else {
+                        tracing::debug!(job.id = %id, attempt, %error, "recording the final view failed; retrying");
+                    }
                 }
             }
+            tokio::select! {
+                () = tokio::time::sleep(pause) => {}
+                () = shutdown.cancelled() => {
+                    // The executor keeps the job until the process ends; the
+                    // next start reports it as lost.
+                    tracing::error!(job.id = %id, "gateway stopping before the final view was recorded");
+                    return;
+                }
+            }
+            pause = (pause * 2).min(Duration::from_secs(10));
         }
-        // The executor keeps the job, so views stay correct until a restart,
-        // which then reports the job as lost.
-        tracing::error!(job.id = %id, "giving up on recording the final view");
     }
 
     async fn try_record(&self, event: &TerminalEvent) -> Result<(), GatewayError> {

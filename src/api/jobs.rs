@@ -77,6 +77,7 @@ impl Example for JobView {
             size,
             content_type: content_type.into(),
             url: format!("/v1/jobs/0190f5c5-1d2e-7a40-8b1c-3e5f7a9b0c12/outputs/{name}"),
+            gateway_url: format!("/v1/jobs/0190f5c5-1d2e-7a40-8b1c-3e5f7a9b0c12/outputs/{name}"),
         };
         Self {
             id: "0190f5c5-1d2e-7a40-8b1c-3e5f7a9b0c12".parse().expect("the example id is a valid UUID"),
@@ -109,6 +110,7 @@ impl Example for JobView {
                 output("photo-256.jpg", 18_244, "image/jpeg"),
                 output("photo-1024.jpg", 162_903, "image/jpeg"),
             ],
+            stale: false,
             summary: Some(serde_json::json!({"images": 1, "succeeded": 1, "failed": []})),
         }
     }

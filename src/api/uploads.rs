@@ -33,6 +33,30 @@ impl Example for UploadView {
     }
 }
 
+/// Where and how to upload a file directly to the storage.
+#[derive(Debug, Object)]
+pub struct PresignedUpload {
+    /// Value to put in a job parameter once the file is uploaded.
+    pub reference: String,
+    /// URL to send the file's bytes to, with the given method, before `expires_at`.
+    pub upload_url: String,
+    /// HTTP method for `upload_url`: always `PUT`.
+    pub method: String,
+    /// When `upload_url` stops working.
+    pub expires_at: chrono::DateTime<chrono::Utc>,
+}
+
+#[derive(ApiResponse)]
+enum PresignResponse {
+    /// The URL is ready; PUT the file's bytes to it.
+    #[oai(status = 201)]
+    Created(Json<PresignedUpload>),
+    /// The store cannot sign URLs (the filesystem store); upload through
+    /// `POST /v1/uploads` instead.
+    #[oai(status = 501, content_type = "application/problem+json")]
+    NotImplemented(Json<super::problem::Problem>),
+}
+
 #[derive(ApiResponse)]
 enum UploadResponse {
     /// The file is stored.
@@ -69,5 +93,35 @@ impl UploadsApi {
             name: upload.name,
             size: upload.size,
         })))
+    }
+
+    /// Get a presigned upload URL
+    ///
+    /// Reserves an upload reference and returns a URL that takes the file
+    /// with a `PUT` straight to the storage, so large files bypass the
+    /// gateway. The URL expires after the gateway's presign lifetime. Stores
+    /// that cannot sign URLs answer `501`; use `POST /v1/uploads` with them.
+    #[oai(path = "/presigned", method = "post", operation_id = "presignUpload")]
+    async fn presign(
+        &self,
+        /// File name, such as `photo.jpg`: no slashes, no leading dot.
+        #[oai(validator(min_length = 1, max_length = 255))]
+        name: Query<String>,
+    ) -> Result<PresignResponse, ErrorResponse> {
+        let expiry = self.gateway.limits().presign_expiry;
+        match self.gateway.presign_upload(&name.0, expiry).await? {
+            Some((upload, url)) => Ok(PresignResponse::Created(Json(PresignedUpload {
+                reference: upload.reference,
+                upload_url: url,
+                method: "PUT".into(),
+                expires_at: chrono::Utc::now() + chrono::Duration::from_std(expiry).unwrap_or_default(),
+            }))),
+            None => Ok(PresignResponse::NotImplemented(Json(super::problem::Problem::new(
+                poem::http::StatusCode::NOT_IMPLEMENTED,
+                "presign-unsupported",
+                "Presigned uploads not supported",
+                "this gateway's store cannot sign URLs; upload through POST /v1/uploads",
+            )))),
+        }
     }
 }

@@ -27,8 +27,9 @@ pub struct FolderSource {
     path: PathBuf,
 }
 
-/// One file's identity for change detection.
-type Fingerprint = Vec<(PathBuf, Option<SystemTime>, u64)>;
+/// Names, modification times and sizes of the files, for change detection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fingerprint(Vec<(PathBuf, Option<SystemTime>, u64)>);
 
 impl FolderSource {
     /// Creates a source for a folder (searched recursively) or a single file.
@@ -54,10 +55,18 @@ impl FolderSource {
         Snapshot::build(config_maps, errors)
     }
 
+    /// Returns the current fingerprint of the files. Take it before
+    /// [`FolderSource::load`] and pass it to [`FolderSource::watch`], so that
+    /// an edit made during the load is not missed.
+    pub fn fingerprint(&self) -> Fingerprint {
+        fingerprint(&self.path)
+    }
+
     /// Polls for changes every `interval` and replaces the catalog's snapshot
-    /// after each change, until `shutdown` is cancelled.
-    pub async fn watch(self, catalog: Arc<Catalog>, interval: Duration, shutdown: CancellationToken) {
-        let mut last = fingerprint(&self.path);
+    /// after each change from `loaded` (the files the current snapshot was
+    /// loaded from), until `shutdown` is cancelled.
+    pub async fn watch(self, catalog: Arc<Catalog>, interval: Duration, shutdown: CancellationToken, loaded: Fingerprint) {
+        let mut last = loaded;
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return,
@@ -131,15 +140,17 @@ fn yaml_files(path: &Path) -> Vec<PathBuf> {
 }
 
 fn fingerprint(path: &Path) -> Fingerprint {
-    yaml_files(path)
-        .into_iter()
-        .map(|file| {
-            let metadata = std::fs::metadata(&file).ok();
-            let modified = metadata.as_ref().and_then(|m| m.modified().ok());
-            let size = metadata.map_or(0, |m| m.len());
-            (file, modified, size)
-        })
-        .collect()
+    Fingerprint(
+        yaml_files(path)
+            .into_iter()
+            .map(|file| {
+                let metadata = std::fs::metadata(&file).ok();
+                let modified = metadata.as_ref().and_then(|m| m.modified().ok());
+                let size = metadata.map_or(0, |m| m.len());
+                (file, modified, size)
+            })
+            .collect(),
+    )
 }
 
 /// Reads the ConfigMaps of one file, which may hold several YAML documents.

@@ -16,7 +16,7 @@ use chrono::Utc;
 use jobgate_worker::protocol::{self, ProgressDoc, RequestDoc, ResultDoc};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
-use self::cache::{DocCache, Ttl};
+use self::cache::{DocCache, Read, Ttl};
 pub use self::view::{JobView, Output, Progress};
 use crate::executor::{ExecStatus, Executor, ExecutorError};
 use crate::job::{JobId, JobState};
@@ -43,6 +43,8 @@ pub struct StatusConfig {
     /// Base URL put in front of download links, such as
     /// `https://jobs.example.com`; links are relative paths when empty.
     pub public_url: String,
+    /// Lifetime of presigned download URLs.
+    pub presign_expiry: Duration,
 }
 
 /// Errors of building a view.
@@ -68,6 +70,7 @@ pub enum StatusError {
 #[derive(Clone)]
 pub struct StatusReader {
     docs: DocCache,
+    store: Arc<dyn ObjectStore>,
     executor: Arc<dyn Executor>,
     config: StatusConfig,
 }
@@ -76,7 +79,8 @@ impl StatusReader {
     /// Creates a reader.
     pub fn new(store: Arc<dyn ObjectStore>, executor: Arc<dyn Executor>, config: StatusConfig) -> Self {
         Self {
-            docs: DocCache::new(store),
+            docs: DocCache::new(store.clone()),
+            store,
             executor,
             config,
         }
@@ -138,7 +142,10 @@ impl StatusReader {
     pub async fn final_record(&self, id: JobId) -> Result<Option<JobView>, StatusError> {
         let key = protocol::job_key(&id.to_string(), protocol::STATUS_FILE);
         let view: Option<JobView> = self.read(&key, self.immutable_ttl()).await?;
-        Ok(view.map(|view| self.with_urls(view)))
+        match view {
+            Some(view) => Ok(Some(self.with_urls(view).await)),
+            None => Ok(None),
+        }
     }
 
     /// Returns the current view of a job, or `None` if no such job exists.
@@ -188,28 +195,42 @@ impl StatusReader {
             found: self.config.progress_ttl,
             missing: self.config.progress_ttl,
         };
-        // A progress document that cannot be read or parsed leaves the view
-        // without progress; the job itself is still there.
-        let progress = match self.read::<ProgressDoc>(&progress_key, progress_ttl).await {
-            Ok(progress) => progress.map(Progress::from),
+        // During a storage outage the view keeps the last progress read,
+        // marked stale; the job's state comes from the executor regardless.
+        let mut stale = false;
+        let progress_bytes = match self.docs.get_or_stale(&progress_key, progress_ttl).await {
+            Ok(Read::Fresh(bytes)) => bytes,
+            Ok(Read::Stale(bytes)) => {
+                stale = true;
+                Some(bytes)
+            }
             Err(error) => {
-                tracing::debug!(job.id = %id, error = %error, "progress unavailable");
+                tracing::debug!(job.id = %id, s3.key = %progress_key, error = %error, "progress unavailable");
+                stale = true;
                 None
             }
         };
+        let progress = progress_bytes
+            .and_then(|bytes| serde_json::from_slice::<ProgressDoc>(&bytes).ok())
+            .map(Progress::from);
         let mut outputs = Vec::new();
         let mut summary = None;
         if status.state == JobState::Succeeded {
-            if let Some(result) = self.read::<ResultDoc>(&result_key, self.immutable_ttl()).await? {
-                outputs = result
-                    .outputs
-                    .into_iter()
-                    .map(|doc| {
-                        let url = self.output_url(&id, &doc.name);
-                        Output::from_doc(doc, url)
-                    })
-                    .collect();
-                summary = Some(result.summary);
+            match self.read::<ResultDoc>(&result_key, self.immutable_ttl()).await {
+                Ok(Some(result)) => {
+                    for doc in result.outputs {
+                        outputs.push(self.with_output_urls(&id, Output::from_doc(doc)).await);
+                    }
+                    summary = Some(result.summary);
+                }
+                Ok(None) => {}
+                // The final record must not be written without results, so
+                // the error goes up; a live view shows the job without them.
+                Err(error) if fresh => return Err(error),
+                Err(error) => {
+                    tracing::debug!(job.id = %id, error = %error, "results unavailable");
+                    stale = true;
+                }
             }
         }
         let eta_seconds = if status.state == JobState::Running {
@@ -236,21 +257,40 @@ impl StatusReader {
             finished_at: status.finished_at,
             attempts: status.attempts,
             outputs,
+            stale,
             summary,
         })
     }
 
-    /// Rewrites download links, which depend on configuration, not on the record.
-    fn with_urls(&self, mut view: JobView) -> JobView {
+    /// Rewrites download links, which depend on configuration and expire,
+    /// so they are never taken from a stored record.
+    async fn with_urls(&self, mut view: JobView) -> JobView {
         let id = view.id.to_string();
-        for output in &mut view.outputs {
-            output.url = self.output_url(&id, &output.name);
+        let outputs = std::mem::take(&mut view.outputs);
+        for output in outputs {
+            view.outputs.push(self.with_output_urls(&id, output).await);
         }
         view
     }
 
-    /// Returns the download link of an output.
-    pub fn output_url(&self, id: &str, name: &str) -> String {
+    /// Sets an output's gateway link and, where the store can sign one, its
+    /// presigned storage link.
+    async fn with_output_urls(&self, id: &str, mut output: Output) -> Output {
+        output.gateway_url = self.gateway_url(id, &output.name);
+        let key = protocol::output_key(id, &output.name);
+        output.url = match self.store.presign_get(&key, self.config.presign_expiry).await {
+            Ok(Some(url)) => url,
+            Ok(None) => output.gateway_url.clone(),
+            Err(error) => {
+                tracing::debug!(job.id = %id, s3.key = %key, error = %error, "presigning failed; linking through the gateway");
+                output.gateway_url.clone()
+            }
+        };
+        output
+    }
+
+    /// Returns the gateway's download link of an output.
+    pub fn gateway_url(&self, id: &str, name: &str) -> String {
         format!(
             "{}/v1/jobs/{id}/outputs/{}",
             self.config.public_url.trim_end_matches('/'),

@@ -59,6 +59,10 @@ pub struct JobView {
     /// Files the job produced; complete once the job succeeded.
     #[serde(default)]
     pub outputs: Vec<Output>,
+    /// True when the storage could not be read for this view, so progress
+    /// and results are the last ones the gateway had and may be out of date.
+    #[serde(default)]
+    pub stale: bool,
     /// The worker's task-specific summary, once the job succeeded.
     #[serde(default)]
     pub summary: Option<serde_json::Value>,
@@ -108,18 +112,23 @@ pub struct Output {
     pub size: u64,
     /// MIME type.
     pub content_type: String,
-    /// Where to download it.
+    /// Where to download it: a presigned storage URL, valid for a limited
+    /// time, when the store supports them, otherwise `gateway_url`.
     pub url: String,
+    /// Download through the gateway, for clients that cannot reach the storage.
+    #[serde(default)]
+    pub gateway_url: String,
 }
 
 impl Output {
-    /// Builds the view of an output, with its download URL.
-    pub fn from_doc(doc: OutputDoc, url: String) -> Self {
+    /// Builds the view of an output; the URLs are filled in later.
+    pub fn from_doc(doc: OutputDoc) -> Self {
         Self {
             name: doc.name,
             size: doc.size,
             content_type: doc.content_type,
-            url,
+            url: String::new(),
+            gateway_url: String::new(),
         }
     }
 }

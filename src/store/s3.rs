@@ -28,6 +28,13 @@ use super::{
 /// the memory per upload small while needing few requests.
 pub const MULTIPART_PART_BYTES: usize = 8 * 1024 * 1024;
 
+/// Longest wait for a connection: a storage server on the same network
+/// answers in milliseconds, so seconds mean it is down.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Longest single attempt of a request, enough for one multipart part on a
+/// slow link; the SDK retries a timed-out attempt.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Settings of the S3 store beyond the bucket and prefix.
 #[derive(Debug, Clone, Default)]
 pub struct S3Settings {
@@ -51,7 +58,14 @@ pub struct S3Store {
 impl S3Store {
     /// Builds a client from the AWS chain and `settings`; makes no request.
     pub async fn new(bucket: String, prefix: String, settings: S3Settings) -> Self {
-        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .timeout_config(
+                aws_config::timeout::TimeoutConfig::builder()
+                    .connect_timeout(CONNECT_TIMEOUT)
+                    .operation_attempt_timeout(ATTEMPT_TIMEOUT)
+                    .build(),
+            )
+            .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(3));
         if let Some(endpoint) = &settings.endpoint {
             loader = loader.endpoint_url(endpoint);
         }
@@ -201,6 +215,32 @@ where
             format!("HTTP {status} {code}: {message}")
         }
         other => DisplayErrorContext(other).to_string(),
+    }
+}
+
+/// Returns what to do about a failed store check, from the error text that
+/// [`describe`] produced.
+pub fn advice(detail: &str) -> &'static str {
+    if detail.contains("NoSuchBucket") {
+        "the bucket does not exist: create it, or fix the bucket name in JOBGATE_STORE"
+    } else if detail.contains("RequestTimeTooSkewed") {
+        "this machine's clock differs too much from the storage server's: synchronise it (NTP)"
+    } else if detail.contains("InvalidAccessKeyId")
+        || detail.contains("SignatureDoesNotMatch")
+        || detail.contains("AccessDenied")
+        || detail.contains("HTTP 403")
+    {
+        "the credentials were rejected: check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, \
+         and that the key may read and write the bucket"
+    } else if detail.contains("dispatch failure")
+        || detail.contains("connect")
+        || detail.contains("timed out")
+        || detail.contains("dns error")
+    {
+        "the endpoint cannot be reached: check JOBGATE_S3_ENDPOINT (or AWS_ENDPOINT_URL) \
+         and that the storage server runs"
+    } else {
+        "check the store URL, endpoint, region and credentials"
     }
 }
 

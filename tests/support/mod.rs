@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod s3;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -70,6 +72,11 @@ pub struct TestGateway {
 impl TestGateway {
     /// Starts a gateway with `templates` and a fresh data folder below `data_dir`.
     pub fn start(templates: &Path, data_dir: &Path, extra: &[&str]) -> Self {
+        Self::start_with_env(templates, data_dir, extra, &[])
+    }
+
+    /// Starts a gateway with extra environment variables, such as an S3 store's.
+    pub fn start_with_env(templates: &Path, data_dir: &Path, extra: &[&str], env: &[(String, String)]) -> Self {
         assert_worker_built();
         let mut command = Command::new(gateway_binary());
         command
@@ -81,12 +88,22 @@ impl TestGateway {
             .arg(data_dir)
             .arg("--templates")
             .arg(templates)
-            .args(["--template-poll-seconds", "1", "--retry-backoff-ms", "100", "--progress-ttl-ms", "100"])
             .args(extra)
             .env("RUST_LOG", "info")
             .env_remove("JOBGATE_STORE")
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
+        // Fast defaults for tests, unless the test sets them itself.
+        for (flag, value) in [
+            ("--template-poll-seconds", "1"),
+            ("--retry-backoff-ms", "100"),
+            ("--progress-ttl-ms", "100"),
+        ] {
+            if !extra.contains(&flag) {
+                command.args([flag, value]);
+            }
+        }
         let mut child = command.spawn().expect("gateway binary starts");
         let stderr = child.stderr.take().unwrap();
         let log = Arc::new(Mutex::new(String::new()));

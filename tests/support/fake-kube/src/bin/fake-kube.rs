@@ -1,0 +1,96 @@
+//! Runs a fake Kubernetes API server for trying jobgate or kubectl by hand.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+use jobgate_fake_kube::{FakeCluster, Options, User};
+
+/// Fake Kubernetes API server with a job controller and a kubelet that runs
+/// pods as local processes.
+#[derive(Debug, Parser)]
+#[command(name = "fake-kube", version)]
+struct Args {
+    /// Path to write the admin kubeconfig to; the gateway's kubeconfig is
+    /// written next to it with `.jobgate` appended.
+    #[arg(long)]
+    kubeconfig: PathBuf,
+    /// Port on 127.0.0.1 to listen on; 0 picks a free one.
+    #[arg(long, default_value_t = 0)]
+    port: u16,
+    /// Namespace of the gateway's service account and Role.
+    #[arg(long, default_value = jobgate_fake_kube::cluster::DEFAULT_NAMESPACE)]
+    namespace: String,
+    /// YAML file with the gateway's Role; defaults to this repository's
+    /// kustomize/base/rbac.yaml.
+    #[arg(long)]
+    role: Option<PathBuf>,
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let args = Args::parse();
+    let mut options = Options {
+        port: args.port,
+        namespace: args.namespace,
+        ..Options::default()
+    };
+    if let Some(role) = args.role {
+        options.role_path = role;
+    }
+    let cluster = match FakeCluster::start(options).await {
+        Ok(cluster) => cluster,
+        Err(error) => {
+            eprintln!("fake-kube: {error}: {}", error_chain(&error));
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let gateway_path = PathBuf::from(format!("{}.jobgate", args.kubeconfig.display()));
+    for (path, user) in [(&args.kubeconfig, User::Admin), (&gateway_path, User::Gateway)] {
+        if let Err(error) = cluster.write_kubeconfig(path, user) {
+            eprintln!("fake-kube: writing the kubeconfig {} failed: {error}", path.display());
+            cluster.shutdown().await;
+            return std::process::ExitCode::FAILURE;
+        }
+    }
+    tracing::info!(
+        url = cluster.url(),
+        admin_kubeconfig = %args.kubeconfig.display(),
+        gateway_kubeconfig = %gateway_path.display(),
+        "serving; stop with Ctrl-C"
+    );
+    wait_for_signal().await;
+    cluster.shutdown().await;
+    std::process::ExitCode::SUCCESS
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut causes = Vec::new();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        causes.push(cause.to_string());
+        source = cause.source();
+    }
+    causes.join(": ")
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = match signal(SignalKind::terminate()) {
+        Ok(stream) => stream,
+        Err(error) => {
+            tracing::warn!(%error, "listening for SIGTERM failed; only Ctrl-C stops the server");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+}
