@@ -47,9 +47,38 @@ pub struct ServeArgs {
     #[arg(long, env = "JOBGATE_TEMPLATE_POLL_SECONDS", default_value = "2")]
     pub template_poll_seconds: String,
 
-    /// Where jobs run: `local` (child processes on this machine).
+    /// Where jobs run: `local` (child processes on this machine) or
+    /// `kubernetes` (Jobs in a cluster).
     #[arg(long, env = "JOBGATE_EXECUTOR", default_value = "local")]
     pub executor: String,
+
+    /// Where templates come from: `folder` (the --templates files) or
+    /// `configmaps` (labelled ConfigMaps in --namespace, watched)
+    /// [default: configmaps with the kubernetes executor, folder otherwise].
+    #[arg(long, env = "JOBGATE_TEMPLATE_SOURCE")]
+    pub template_source: Option<String>,
+
+    /// Kubernetes namespace of the Jobs and template ConfigMaps
+    /// [default: the pod's own namespace in a cluster, else `default`].
+    #[arg(long, env = "JOBGATE_NAMESPACE")]
+    pub namespace: Option<String>,
+
+    /// Kubeconfig file [default: in-cluster credentials, or KUBECONFIG].
+    #[arg(long, env = "JOBGATE_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// Service account the Jobs' pods run as [default: the namespace's default].
+    #[arg(long, env = "JOBGATE_JOB_SERVICE_ACCOUNT")]
+    pub job_service_account: Option<String>,
+
+    /// Secret whose keys every job container gets as environment variables,
+    /// such as the workers' AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY.
+    #[arg(long, env = "JOBGATE_WORKER_SECRET")]
+    pub worker_secret: Option<String>,
+
+    /// Seconds a pod may stay unpullable or unschedulable before its job fails.
+    #[arg(long, env = "JOBGATE_STUCK_SECONDS", default_value = "300")]
+    pub stuck_seconds: String,
 
     /// Jobs that run at once on the local executor [default: number of CPUs].
     #[arg(long, env = "JOBGATE_MAX_RUNNING")]
@@ -109,6 +138,32 @@ pub struct ServeArgs {
 pub enum ExecutorKind {
     /// Child processes on this machine.
     Local,
+    /// Jobs in a Kubernetes cluster.
+    Kubernetes,
+}
+
+/// Where templates come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TemplateSource {
+    /// YAML files in a folder.
+    Folder,
+    /// Labelled ConfigMaps in the cluster.
+    ConfigMaps,
+}
+
+/// Kubernetes settings.
+#[derive(Debug, Clone)]
+pub struct KubernetesSettings {
+    /// Namespace.
+    pub namespace: String,
+    /// Kubeconfig file.
+    pub kubeconfig: Option<PathBuf>,
+    /// Service account of the Jobs' pods.
+    pub service_account: Option<String>,
+    /// Secret given to every job container.
+    pub worker_secret: Option<String>,
+    /// Time a pod may stay stuck.
+    pub stuck_timeout: Duration,
 }
 
 /// Checked server settings.
@@ -124,8 +179,13 @@ pub struct ServeConfig {
     pub templates: PathBuf,
     /// Template poll interval.
     pub template_poll: Duration,
+    /// Template source.
+    pub template_source: TemplateSource,
     /// Executor.
     pub executor: ExecutorKind,
+    /// Kubernetes settings, used by the kubernetes executor and the
+    /// ConfigMap template source.
+    pub kubernetes: KubernetesSettings,
     /// Jobs that run at once locally.
     pub max_running: usize,
     /// Largest upload.
@@ -250,29 +310,59 @@ impl ServeArgs {
             // S3 caps presigned URLs at seven days.
             number(1u64, 7 * 24 * 3600),
         );
-        let templates = c.check(
-            "--templates",
-            "JOBGATE_TEMPLATES",
-            &self.templates.display().to_string(),
-            |text| {
-                let path = PathBuf::from(text);
-                if path.exists() {
-                    Ok(path)
+        let executor = c.check("--executor", "JOBGATE_EXECUTOR", &self.executor, |text| match text {
+            "local" => Ok(ExecutorKind::Local),
+            "kubernetes" => Ok(ExecutorKind::Kubernetes),
+            _ => Err("expected `local` or `kubernetes`".into()),
+        });
+        let default_source = match executor {
+            Some(ExecutorKind::Kubernetes) => "configmaps",
+            _ => "folder",
+        };
+        let source_text = self.template_source.clone().unwrap_or_else(|| default_source.to_owned());
+        let template_source = c.check("--template-source", "JOBGATE_TEMPLATE_SOURCE", &source_text, |text| match text {
+            "folder" => Ok(TemplateSource::Folder),
+            "configmaps" => Ok(TemplateSource::ConfigMaps),
+            _ => Err("expected `folder` or `configmaps`".into()),
+        });
+        let templates = if template_source == Some(TemplateSource::Folder) {
+            c.check(
+                "--templates",
+                "JOBGATE_TEMPLATES",
+                &self.templates.display().to_string(),
+                |text| {
+                    let path = PathBuf::from(text);
+                    if path.exists() {
+                        Ok(path)
+                    } else {
+                        Err("no such file or folder; point it at a folder of template ConfigMaps such as kustomize/base".into())
+                    }
+                },
+            )
+        } else {
+            Some(self.templates.clone())
+        };
+        let namespace = match &self.namespace {
+            Some(text) => c.check("--namespace", "JOBGATE_NAMESPACE", text, |text| {
+                if crate::catalog::render::is_dns1123_label(text) {
+                    Ok(text.to_owned())
                 } else {
-                    Err("no such file or folder; point it at a folder of template ConfigMaps such as kustomize/base".into())
+                    Err("expected a namespace name: lowercase letters, digits and '-'".into())
                 }
-            },
-        );
+            }),
+            None => Some(
+                std::fs::read_to_string("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+                    .map(|n| n.trim().to_owned())
+                    .unwrap_or_else(|_| "default".to_owned()),
+            ),
+        };
+        let stuck_seconds = c.check("--stuck-seconds", "JOBGATE_STUCK_SECONDS", &self.stuck_seconds, number(1u64, 86_400));
         let template_poll = c.check(
             "--template-poll-seconds",
             "JOBGATE_TEMPLATE_POLL_SECONDS",
             &self.template_poll_seconds,
             number(1u64, 3600),
         );
-        let executor = c.check("--executor", "JOBGATE_EXECUTOR", &self.executor, |text| match text {
-            "local" => Ok(ExecutorKind::Local),
-            _ => Err("expected `local`".into()),
-        });
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         let max_running = match &self.max_running {
             Some(text) => c.check("--max-running", "JOBGATE_MAX_RUNNING", text, number(1usize, 1024)),
@@ -331,7 +421,15 @@ impl ServeArgs {
             store: store.unwrap(),
             templates: templates.unwrap(),
             template_poll: Duration::from_secs(template_poll.unwrap()),
+            template_source: template_source.unwrap(),
             executor: executor.unwrap(),
+            kubernetes: KubernetesSettings {
+                namespace: namespace.unwrap(),
+                kubeconfig: self.kubeconfig.clone(),
+                service_account: self.job_service_account.clone(),
+                worker_secret: self.worker_secret.clone(),
+                stuck_timeout: Duration::from_secs(stuck_seconds.unwrap()),
+            },
             max_running: max_running.unwrap(),
             max_upload_bytes: max_upload_bytes.unwrap(),
             max_body_bytes: max_body_bytes.unwrap(),

@@ -148,6 +148,8 @@ pub enum Reason {
     StartError,
     /// The gateway stopped while the job was queued or running, so the job was lost.
     GatewayRestarted,
+    /// The Job was deleted from the cluster before the gateway recorded its result.
+    JobDeleted,
 }
 
 impl Reason {
@@ -165,6 +167,7 @@ impl Reason {
             Self::Evicted => "Evicted",
             Self::StartError => "StartError",
             Self::GatewayRestarted => "GatewayRestarted",
+            Self::JobDeleted => "JobDeleted",
         }
     }
 }

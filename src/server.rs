@@ -12,8 +12,10 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::catalog::folder::{self, FolderSource};
+use crate::catalog::kube::KubeSource;
 use crate::catalog::Catalog;
-use crate::config::{ExecutorKind, ServeConfig};
+use crate::config::{ExecutorKind, KubernetesSettings, ServeConfig, TemplateSource};
+use crate::executor::kubernetes::{self, preflight, KubernetesConfig, KubernetesExecutor};
 use crate::executor::local::{LocalConfig, LocalExecutor};
 use crate::executor::Executor;
 use crate::service::{error_chain, Gateway, Limits};
@@ -33,6 +35,9 @@ pub enum ServeError {
         /// The error chain.
         detail: String,
     },
+    /// The cluster cannot be used.
+    #[error("{0}")]
+    Cluster(String),
     /// The listen address could not be bound.
     #[error("cannot listen on {addr}: {source}; choose another address with --listen")]
     Bind {
@@ -79,15 +84,55 @@ pub async fn run_until(config: ServeConfig, shutdown: CancellationToken) -> Resu
         .map_err(|e| ServeError::store(&config.store, &e))?;
     tracing::info!(store = %config.store, "store ready");
 
-    let source = FolderSource::new(config.templates.clone());
-    let loaded = source.fingerprint();
-    let snapshot = source.load();
-    folder::log_snapshot(&config.templates, &snapshot);
-    let catalog = Arc::new(Catalog::new(snapshot));
+    let background = CancellationToken::new();
+    let needs_cluster = config.executor == ExecutorKind::Kubernetes
+        || config.template_source == TemplateSource::ConfigMaps;
+    let kube_client = if needs_cluster {
+        Some(connect_cluster(&config.kubernetes).await?)
+    } else {
+        None
+    };
+
+    let catalog = Arc::new(Catalog::default());
+    let mut watcher = None;
+    match (&kube_client, config.template_source) {
+        (Some(client), TemplateSource::ConfigMaps) => {
+            KubeSource::start(client.clone(), &config.kubernetes.namespace, catalog.clone(), background.clone())
+                .await
+                .map_err(ServeError::Cluster)?;
+        }
+        _ => {
+            let source = FolderSource::new(config.templates.clone());
+            let loaded = source.fingerprint();
+            let snapshot = source.load();
+            folder::log_snapshot(&config.templates, &snapshot);
+            catalog.replace(snapshot);
+            watcher = Some(tokio::spawn(source.watch(catalog.clone(), config.template_poll, background.clone(), loaded)));
+        }
+    }
 
     let (events_tx, events_rx) = mpsc::unbounded_channel();
-    let executor: Arc<dyn Executor> = match config.executor {
-        ExecutorKind::Local => Arc::new(LocalExecutor::new(
+    let executor: Arc<dyn Executor> = match (config.executor, &kube_client) {
+        (ExecutorKind::Kubernetes, Some(client)) => {
+            let settings = &config.kubernetes;
+            Arc::new(
+                KubernetesExecutor::start(
+                    client.clone(),
+                    KubernetesConfig {
+                        kubeconfig: settings.kubeconfig.clone(),
+                        namespace: settings.namespace.clone(),
+                        service_account: settings.service_account.clone(),
+                        worker_secret: settings.worker_secret.clone(),
+                        stuck_timeout: settings.stuck_timeout,
+                    },
+                    events_tx,
+                    background.clone(),
+                )
+                .await
+                .map_err(|e| ServeError::Cluster(e.to_string()))?,
+            )
+        }
+        _ => Arc::new(LocalExecutor::new(
             LocalConfig {
                 data_dir: config.data_dir.clone(),
                 max_running: config.max_running,
@@ -123,13 +168,11 @@ pub async fn run_until(config: ServeConfig, shutdown: CancellationToken) -> Resu
         Err(error) => tracing::error!(error = %error_chain(&error), "recovering lost jobs failed"),
     }
 
-    let background = CancellationToken::new();
     let recorder = tokio::spawn({
         let gateway = gateway.clone();
         let background = background.clone();
         async move { gateway.record_terminal_jobs(events_rx, background).await }
     });
-    let watcher = tokio::spawn(source.watch(catalog.clone(), config.template_poll, background.clone(), loaded));
 
     let acceptor = TcpListener::bind(config.listen)
         .into_acceptor()
@@ -150,9 +193,36 @@ pub async fn run_until(config: ServeConfig, shutdown: CancellationToken) -> Resu
     executor.shutdown().await;
     background.cancel();
     let _ = recorder.await;
-    let _ = watcher.await;
+    if let Some(watcher) = watcher {
+        let _ = watcher.await;
+    }
     tracing::info!("stopped");
     served.map_err(ServeError::Serve)
+}
+
+/// Connects to the cluster and checks that the gateway holds every
+/// permission it uses, naming each missing one.
+async fn connect_cluster(settings: &KubernetesSettings) -> Result<kube::Client, ServeError> {
+    let client = kubernetes::client(settings.kubeconfig.as_ref())
+        .await
+        .map_err(ServeError::Cluster)?;
+    let namespace = &settings.namespace;
+    let missing = preflight::missing_permissions(&client, namespace)
+        .await
+        .map_err(|e| ServeError::Cluster(format!("the Kubernetes API cannot be reached or refused the access review: {e}")))?;
+    if !missing.is_empty() {
+        let list: Vec<String> = missing.iter().map(ToString::to_string).collect();
+        for permission in &missing {
+            tracing::warn!(k8s.namespace = %namespace, %permission, "permission missing");
+        }
+        return Err(ServeError::Cluster(format!(
+            "the gateway lacks these permissions in namespace {namespace:?}: {}; apply the Role and \
+             RoleBinding in kustomize/base/rbac.yaml to its service account",
+            list.join(", ")
+        )));
+    }
+    tracing::info!(k8s.namespace = %namespace, "cluster reachable and permitted");
+    Ok(client)
 }
 
 /// Cancels `shutdown` on the first SIGTERM or SIGINT, and exits the process

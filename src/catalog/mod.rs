@@ -9,6 +9,7 @@
 //! without a restart.
 
 pub mod folder;
+pub mod kube;
 pub mod params;
 pub mod render;
 pub mod template;

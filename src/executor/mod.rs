@@ -5,6 +5,7 @@
 //! job's [`ExecStatus`] on request and sends a [`TerminalEvent`] when a job
 //! finishes, so that the gateway can record the final view in the store.
 
+pub mod kubernetes;
 pub mod local;
 
 use std::pin::Pin;

@@ -1,9 +1,9 @@
 //! Joining executor state, worker progress and results into the job view.
 //!
-//! The view of a job comes from, in order: its `status.json` record once it
-//! is terminal; otherwise the executor's state joined with `progress.json` and
-//! `result.json`; and for a job that neither knows, a failed view with the
-//! executor's "lost job" reason. Store reads go through [`cache::DocCache`].
+//! The view of a job comes from, in order: the executor's state joined with
+//! `progress.json` and `result.json`, while the executor knows the job; then
+//! its `status.json` record, written once it was terminal; and for a job that
+//! neither knows, a failed view with the executor's "lost job" reason. Store reads go through [`cache::DocCache`].
 
 pub mod cache;
 pub mod view;
@@ -153,13 +153,16 @@ impl StatusReader {
         let Some(request) = self.request(id).await? else {
             return Ok(None);
         };
+        // The executor knows every job it still runs, so a live job needs no
+        // read of its final record, and views keep working while the store
+        // is down.
+        if let Some(status) = self.executor.status(id).await.map_err(StatusError::Executor)? {
+            return self.build(request, status, false).await.map(Some);
+        }
         if let Some(view) = self.final_record(id).await? {
             return Ok(Some(view));
         }
-        let status = match self.executor.status(id).await.map_err(StatusError::Executor)? {
-            Some(status) => status,
-            None => self.lost_status(&request),
-        };
+        let status = self.lost_status(&request);
         self.build(request, status, false).await.map(Some)
     }
 

@@ -2,18 +2,25 @@
 //!
 //! A worker's life with this SDK:
 //!
-//! 1. [`Job::from_env`] reads `JOBGATE_JOB_ID` and `JOBGATE_STORE`, loads
-//!    `jobs/<id>/request.json` and starts the progress writer.
+//! 1. [`Job::from_env`] reads `JOBGATE_JOB_ID`, `JOBGATE_STORE` and
+//!    `JOBGATE_STORE_RETRY_SECONDS`, loads `jobs/<id>/request.json` and starts
+//!    the progress writer.
 //! 2. [`Job::parameters`] deserializes the request's parameters into the
 //!    task's own struct.
 //! 3. The task reports through [`Job::progress`] and writes outputs with
 //!    [`Job::write_output`] or [`Job::write_output_file`].
 //! 4. [`Job::finish`] writes `result.json` after every output, or
 //!    [`Job::stop`] records why the job ended without one.
+//!
+//! Reads of the request and inputs and writes of outputs and the result are
+//! retried after transient store errors under the job's [`RetryPolicy`], so a
+//! storage outage shorter than its time does not fail the task. Progress
+//! writes have their own retries in the background.
 
 use std::path::Path;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use chrono::Utc;
 use thiserror::Error;
 use tokio::sync::Mutex;
@@ -23,7 +30,7 @@ use crate::protocol::{
     job_key, output_key, validate_output_name, OutputDoc, RequestDoc, ResultDoc, ENV_JOB_ID,
     ENV_STORE, REQUEST_FILE, RESULT_FILE,
 };
-use crate::store::{Store, StoreError};
+use crate::store::{RetryPolicy, Store, StoreError};
 
 /// Errors of the job handle.
 #[derive(Debug, Error)]
@@ -95,6 +102,7 @@ pub struct Job {
 struct Inner {
     id: String,
     store: Store,
+    retry: RetryPolicy,
     request: RequestDoc,
     progress: Progress,
     outputs: std::sync::Mutex<Vec<OutputDoc>>,
@@ -102,19 +110,33 @@ struct Inner {
 }
 
 impl Job {
-    /// Opens the job named by `JOBGATE_JOB_ID` in the store named by `JOBGATE_STORE`.
+    /// Opens the job named by `JOBGATE_JOB_ID` in the store named by
+    /// `JOBGATE_STORE`, retrying for `JOBGATE_STORE_RETRY_SECONDS`.
     pub async fn from_env() -> Result<Job, JobError> {
         let id = read_env(ENV_JOB_ID)?;
         let store = Store::from_url(&read_env(ENV_STORE)?)?;
-        Job::open(store, &id).await
+        let retry = RetryPolicy::from_env()?;
+        Job::open_with_retry(store, &id, retry).await
     }
 
-    /// Opens a job in a store: loads its request and starts its progress writer.
+    /// Opens a job in a store with the default [`RetryPolicy`]: loads its
+    /// request and starts its progress writer.
     ///
     /// Must be called inside a tokio runtime.
     pub async fn open(store: Store, id: &str) -> Result<Job, JobError> {
+        Job::open_with_retry(store, id, RetryPolicy::default()).await
+    }
+
+    /// Opens a job in a store with a retry policy for its reads and writes.
+    ///
+    /// Must be called inside a tokio runtime.
+    pub async fn open_with_retry(
+        store: Store,
+        id: &str,
+        retry: RetryPolicy,
+    ) -> Result<Job, JobError> {
         let key = job_key(id, REQUEST_FILE);
-        let bytes = store.get(&key).await?;
+        let bytes = retry.run("get", &key, || store.get(&key)).await?;
         let request: RequestDoc = serde_json::from_slice(&bytes)
             .map_err(|source| JobError::InvalidRequest { key, source })?;
 
@@ -123,6 +145,7 @@ impl Job {
             inner: Arc::new(Inner {
                 id: id.to_owned(),
                 store,
+                retry,
                 request,
                 progress,
                 outputs: std::sync::Mutex::new(Vec::new()),
@@ -161,19 +184,37 @@ impl Job {
         &self.inner.progress
     }
 
+    /// Returns the policy for retrying store operations after transient errors.
+    pub fn retry_policy(&self) -> &RetryPolicy {
+        &self.inner.retry
+    }
+
     /// Downloads an input object, such as an upload, into a local file and returns its size.
     pub async fn fetch_input(&self, key: &str, path: &Path) -> Result<u64, JobError> {
-        Ok(self.inner.store.get_to_file(key, path).await?)
+        let store = &self.inner.store;
+        let size = self
+            .inner
+            .retry
+            .run("get", key, || store.get_to_file(key, path))
+            .await?;
+        Ok(size)
     }
 
     /// Writes an output from memory; the content type follows the name's extension.
-    pub async fn write_output(&self, name: &str, bytes: Vec<u8>) -> Result<OutputDoc, JobError> {
+    pub async fn write_output(
+        &self,
+        name: &str,
+        bytes: impl Into<Bytes>,
+    ) -> Result<OutputDoc, JobError> {
         self.check_output_name(name)?;
         self.check_running().await?;
+        let bytes: Bytes = bytes.into();
         let size = bytes.len() as u64;
+        let key = output_key(&self.inner.id, name);
+        let store = &self.inner.store;
         self.inner
-            .store
-            .put(&output_key(&self.inner.id, name), bytes)
+            .retry
+            .run("put", &key, || store.put(&key, bytes.clone()))
             .await?;
         Ok(self.record_output(name, size))
     }
@@ -182,10 +223,12 @@ impl Job {
     pub async fn write_output_file(&self, name: &str, path: &Path) -> Result<OutputDoc, JobError> {
         self.check_output_name(name)?;
         self.check_running().await?;
+        let key = output_key(&self.inner.id, name);
+        let store = &self.inner.store;
         let size = self
             .inner
-            .store
-            .put_file(&output_key(&self.inner.id, name), path)
+            .retry
+            .run("put", &key, || store.put_file(&key, path))
             .await?;
         Ok(self.record_output(name, size))
     }
@@ -222,10 +265,12 @@ impl Job {
             finished_at: Utc::now(),
         };
         // Serializing a struct of plain fields and JSON values cannot fail.
-        let bytes = serde_json::to_vec_pretty(&result).expect("ResultDoc serializes");
+        let bytes = Bytes::from(serde_json::to_vec_pretty(&result).expect("ResultDoc serializes"));
+        let key = job_key(&self.inner.id, RESULT_FILE);
+        let store = &self.inner.store;
         self.inner
-            .store
-            .put(&job_key(&self.inner.id, RESULT_FILE), bytes)
+            .retry
+            .run("put", &key, || store.put(&key, bytes.clone()))
             .await?;
         *phase = Phase::Finished;
         Ok(result)

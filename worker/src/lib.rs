@@ -5,14 +5,16 @@
 //! # Layout
 //!
 //! - [`protocol`]: the object layout and the JSON documents shared with the gateway.
-//! - [`store`]: the object store (`file://` now, `s3://` later) behind `JOBGATE_STORE`.
+//! - [`store`]: the object store behind `JOBGATE_STORE` (`file://`, and `s3://`
+//!   with feature `s3`), and the retries of store operations.
 //! - [`progress`]: the throttled writer of `progress.json`.
 //! - [`job`]: the [`Job`] handle that ties them together for a task.
 //! - [`signal`]: SIGTERM and SIGINT handling, so a stopped job never reads as a success.
 //! - `tasks` (feature `tasks`): the `thumbnail` and `exec` tasks of the binary.
 //!
 //! With `default-features = false` only the SDK is built, without the image
-//! codecs, rayon or clap; the gateway uses the crate this way.
+//! codecs, rayon, clap or the AWS SDK; the gateway uses the crate this way.
+//! Feature `s3` adds the S3 store alone, and `tasks` (the default) turns it on.
 //!
 //! # A worker of your own
 //!

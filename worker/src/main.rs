@@ -2,20 +2,24 @@
 //! runs one built-in task under the stop-signal handling.
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use jobgate_worker::job::{Job, JobError};
 use jobgate_worker::protocol::{ENV_JOB_ID, ENV_STORE};
 use jobgate_worker::signal::StopSignals;
-use jobgate_worker::store::{Store, StoreError};
+use jobgate_worker::store::retry::{DEFAULT_MAX_TIME, ENV_RETRY_SECONDS};
+use jobgate_worker::store::{RetryPolicy, Store, StoreError};
 use jobgate_worker::tasks::{exec, thumbnail, Outcome, EXIT_FAILED, EXIT_INVALID};
 use jobgate_worker::StopOutcome;
 
 /// Runs one jobgate job: reads its request from the store, reports progress,
 /// and writes its outputs and result.
 ///
-/// The gateway sets JOBGATE_JOB_ID and JOBGATE_STORE for every job. Logs go to
-/// stderr; RUST_LOG sets the level (default: info).
+/// The gateway sets JOBGATE_JOB_ID and JOBGATE_STORE for every job, and for an
+/// s3:// store the AWS variables (AWS_ENDPOINT_URL_S3, AWS_REGION, credentials)
+/// and JOBGATE_S3_PATH_STYLE. Logs go to stderr; RUST_LOG sets the level
+/// (default: info).
 ///
 /// Exit codes: 0 success, 1 failed work, 2 invalid parameters or configuration,
 /// 130 or 143 stopped by SIGINT or SIGTERM; `exec` passes the command's code through.
@@ -26,9 +30,21 @@ struct Cli {
     #[arg(long, env = ENV_JOB_ID, global = true, hide_env_values = true)]
     job_id: Option<String>,
 
-    /// Store URL: file:///absolute/folder (s3://bucket/prefix is not supported yet)
+    /// Store URL: file:///absolute/folder or s3://bucket/prefix
     #[arg(long, env = ENV_STORE, global = true, hide_env_values = true)]
     store: Option<String>,
+
+    /// Seconds to keep retrying a store read or write of inputs, outputs or the
+    /// result after transient errors (timeouts, connection failures, 5xx,
+    /// throttling); 0 disables these retries
+    #[arg(
+        long,
+        env = ENV_RETRY_SECONDS,
+        global = true,
+        value_name = "SECONDS",
+        default_value_t = DEFAULT_MAX_TIME.as_secs()
+    )]
+    store_retry_seconds: u64,
 
     #[command(subcommand)]
     task: Task,
@@ -102,6 +118,7 @@ async fn run(cli: Cli) -> u8 {
                 | JobError::InvalidRequest { .. }
                 | JobError::Store(StoreError::InvalidUrl { .. })
                 | JobError::Store(StoreError::S3Unsupported { .. })
+                | JobError::Store(StoreError::InvalidSetting { .. })
                 | JobError::Store(StoreError::NotFound { .. }) => EXIT_INVALID,
                 _ => EXIT_FAILED,
             };
@@ -139,7 +156,8 @@ async fn open_job(cli: &Cli) -> Result<Job, JobError> {
         .filter(|url| !url.is_empty())
         .ok_or(JobError::MissingEnv { name: ENV_STORE })?;
     let store = Store::from_url(&url)?;
-    Job::open(store, &id).await
+    let retry = RetryPolicy::with_max_time(Duration::from_secs(cli.store_retry_seconds));
+    Job::open_with_retry(store, &id, retry).await
 }
 
 /// Records the outcome in the last progress and returns the exit code.

@@ -4,16 +4,29 @@
 //!
 //! - `file:///abs/path`: a folder on the local filesystem; a key is a relative
 //!   path below it. The path is taken literally, without percent-decoding.
-//! - `s3://bucket/prefix`: recognised, but rejected by this build until the S3
-//!   backend lands as another variant of [`Store`].
+//! - `s3://bucket/prefix`: keys are objects below `prefix/` in an S3 bucket
+//!   (see the `s3` module; needs the crate feature `s3`, which `tasks` turns on).
 //!
-//! Keys are validated before any filesystem access (see [`validate_key`]), so
-//! no key can reach outside the store's root.
+//! Keys are validated before any filesystem or network access (see
+//! [`validate_key`]), so no key can reach outside the store's root or prefix.
+//!
+//! Store operations make one attempt, apart from the S3 client's own retries
+//! of single requests. [`RetryPolicy`] retries whole operations after
+//! transient errors; [`crate::Job`] uses it for inputs, outputs and the result.
+
+pub mod retry;
+#[cfg(feature = "s3")]
+pub mod s3;
 
 use std::io;
 use std::path::{Path, PathBuf};
 
+use bytes::Bytes;
 use thiserror::Error;
+
+pub use retry::RetryPolicy;
+#[cfg(feature = "s3")]
+pub use s3::S3Store;
 
 /// Errors of store operations.
 #[derive(Debug, Error)]
@@ -26,11 +39,24 @@ pub enum StoreError {
         /// Reason the URL was rejected.
         reason: String,
     },
-    /// The URL names an S3 store, which this build cannot use yet.
-    #[error("the s3 store is not supported by this worker build yet (store URL {url:?})")]
+    /// The URL names an S3 store, but the crate was built without its `s3` feature.
+    #[error(
+        "the s3 store is not supported by this build of jobgate-worker (store URL {url:?}); \
+         build it with the feature `s3` or `tasks`"
+    )]
     S3Unsupported {
         /// The URL as given.
         url: String,
+    },
+    /// An environment variable that configures the store has an invalid value.
+    #[error("invalid value {value:?} of {name}: {reason}")]
+    InvalidSetting {
+        /// The variable's name.
+        name: &'static str,
+        /// The value as given.
+        value: String,
+        /// Reason the value was rejected, with the expected form.
+        reason: String,
     },
     /// A key is empty, absolute or contains an empty, `.` or `..` segment.
     #[error("invalid store key {key:?}: {reason}")]
@@ -64,6 +90,42 @@ pub enum StoreError {
         #[source]
         source: io::Error,
     },
+    /// A request to the S3 server failed, or its response body broke off.
+    #[error("S3 {operation} of {location} failed: {detail}")]
+    S3 {
+        /// The store operation, such as `get`, `put` or `multipart upload`.
+        operation: &'static str,
+        /// The store key, without the prefix.
+        key: String,
+        /// The object's URL, `s3://bucket/prefix/key`.
+        location: String,
+        /// The server's status, error code and message, or the transport
+        /// error, followed by the fix when one is known.
+        detail: String,
+        /// Whether the failure can pass by itself (a timeout, a connection
+        /// failure, HTTP 5xx or 429, or a throttling code), so that a later
+        /// attempt can succeed.
+        transient: bool,
+    },
+    /// An operation kept failing with transient errors until [`RetryPolicy::max_time`] ran out.
+    #[error(
+        "store {operation} of {key:?} still failed after {attempts} attempts over {seconds} s; \
+         {env} sets how long to retry",
+        env = retry::ENV_RETRY_SECONDS
+    )]
+    RetriesExhausted {
+        /// The store operation.
+        operation: &'static str,
+        /// The store key.
+        key: String,
+        /// Attempts made, including the first.
+        attempts: u32,
+        /// Time from the first attempt to giving up, in whole seconds.
+        seconds: u64,
+        /// The error of the last attempt.
+        #[source]
+        source: Box<StoreError>,
+    },
     /// Reading or writing the local file of `put_file` or `get_to_file` failed.
     #[error("failed to access local file {path}")]
     LocalFile {
@@ -79,6 +141,21 @@ impl StoreError {
     /// Returns true when the error means that the object does not exist.
     pub fn is_not_found(&self) -> bool {
         matches!(self, StoreError::NotFound { .. })
+    }
+
+    /// Returns true when a later attempt of the operation can succeed: the S3
+    /// server timed out, was unreachable, overloaded or failed with a 5xx.
+    ///
+    /// Errors of the file store, local files, keys and configuration are never
+    /// transient, and neither is a 4xx of S3 other than 408 and 429.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            StoreError::S3 {
+                transient: true,
+                ..
+            }
+        )
     }
 }
 
@@ -120,10 +197,17 @@ pub fn validate_key(key: &str) -> Result<(), StoreError> {
 pub enum Store {
     /// A folder on the local filesystem.
     File(FileStore),
+    /// A bucket of an S3-compatible object store.
+    #[cfg(feature = "s3")]
+    S3(S3Store),
 }
 
 impl Store {
     /// Parses a store URL (`file:///abs/path` or `s3://bucket/prefix`).
+    ///
+    /// An S3 store also reads `JOBGATE_S3_PATH_STYLE` here; its client, with
+    /// the endpoint, region and credentials of the AWS chain, is built on
+    /// first use. No request is made.
     pub fn from_url(url: &str) -> Result<Store, StoreError> {
         if let Some(path) = url.strip_prefix("file://") {
             if !path.starts_with('/') {
@@ -137,6 +221,9 @@ impl Store {
             return Ok(Store::File(FileStore::new(path)));
         }
         if url.starts_with("s3://") {
+            #[cfg(feature = "s3")]
+            return Ok(Store::S3(S3Store::from_url(url)?));
+            #[cfg(not(feature = "s3"))]
             return Err(StoreError::S3Unsupported {
                 url: url.to_owned(),
             });
@@ -152,14 +239,19 @@ impl Store {
         validate_key(key)?;
         match self {
             Store::File(store) => store.get(key).await,
+            #[cfg(feature = "s3")]
+            Store::S3(store) => store.get(key).await,
         }
     }
 
     /// Writes an object atomically, replacing any previous one.
-    pub async fn put(&self, key: &str, bytes: Vec<u8>) -> Result<(), StoreError> {
+    pub async fn put(&self, key: &str, bytes: impl Into<Bytes>) -> Result<(), StoreError> {
         validate_key(key)?;
+        let bytes = bytes.into();
         match self {
             Store::File(store) => store.put(key, bytes).await,
+            #[cfg(feature = "s3")]
+            Store::S3(store) => store.put(key, bytes).await,
         }
     }
 
@@ -169,6 +261,8 @@ impl Store {
         validate_key(key)?;
         match self {
             Store::File(store) => store.put_file(key, path).await,
+            #[cfg(feature = "s3")]
+            Store::S3(store) => store.put_file(key, path).await,
         }
     }
 
@@ -177,6 +271,8 @@ impl Store {
         validate_key(key)?;
         match self {
             Store::File(store) => store.get_to_file(key, path).await,
+            #[cfg(feature = "s3")]
+            Store::S3(store) => store.get_to_file(key, path).await,
         }
     }
 }
@@ -209,7 +305,7 @@ impl FileStore {
         run_blocking(move || std::fs::read(&path).map_err(|source| read_error(key, source))).await
     }
 
-    async fn put(&self, key: &str, bytes: Vec<u8>) -> Result<(), StoreError> {
+    async fn put(&self, key: &str, bytes: Bytes) -> Result<(), StoreError> {
         let path = self.path_of(key);
         let key = key.to_owned();
         run_blocking(move || {
@@ -361,15 +457,31 @@ mod tests {
         assert!(validate_key("jobs/x/outputs/a..b.png").is_ok());
     }
 
+    #[cfg(not(feature = "s3"))]
     #[test]
-    fn store_url_s3_is_unsupported() {
+    fn store_url_s3_needs_feature() {
         let error = Store::from_url("s3://bucket/prefix").unwrap_err();
-        assert!(
-            error
-                .to_string()
-                .starts_with("the s3 store is not supported by this worker build yet"),
-            "{error}"
-        );
+        assert!(matches!(error, StoreError::S3Unsupported { .. }), "{error}");
+    }
+
+    #[test]
+    fn transient_only_for_s3_failures() {
+        let io_error = || io::Error::new(io::ErrorKind::TimedOut, "timed out");
+        let s3_error = |transient| StoreError::S3 {
+            operation: "put",
+            key: "k".into(),
+            location: "s3://bucket/k".into(),
+            detail: "HTTP 503 SlowDown: Please reduce your request rate.".into(),
+            transient,
+        };
+        assert!(s3_error(true).is_transient());
+        assert!(!s3_error(false).is_transient());
+        assert!(!StoreError::Put {
+            key: "k".into(),
+            source: io_error()
+        }
+        .is_transient());
+        assert!(!StoreError::NotFound { key: "k".into() }.is_transient());
     }
 
     #[test]

@@ -30,7 +30,9 @@
 //! The worker exits with the command's exit code, or 128 plus the signal
 //! number when a signal killed the command. Only on exit 0 is `result.json`
 //! written, last of all; otherwise the last progress message gives the exit
-//! status. An output that fails to upload fails the job with exit 1.
+//! status. An output that fails to upload fails the job with exit 1; uploads
+//! are first retried after transient store errors (see
+//! [`crate::store::RetryPolicy`]), and a stop signal ends that wait.
 //!
 //! On SIGTERM or SIGINT the worker forwards the signal to the command, waits
 //! for it to exit, writes a last progress message saying it was stopped, and
@@ -177,8 +179,16 @@ pub async fn run(job: &Job, args: &ExecArgs, signals: &mut StopSignals) -> Outco
         return failed_command_outcome(&args.command[0], status);
     }
 
+    // Uploads and the result are retried while the store is unreachable, so a
+    // stop signal must be able to end the wait. A multipart upload cut short
+    // here is not aborted; its parts stay until the bucket's lifecycle rules
+    // remove them.
     if let Some(dir) = &args.outputs {
-        if let Err(message) = runner.upload_folder(dir).await {
+        let uploaded = tokio::select! {
+            uploaded = runner.upload_folder(dir) => uploaded,
+            signal = signals.recv() => return Outcome::Stopped(signal),
+        };
+        if let Err(message) = uploaded {
             return Outcome::failed(message);
         }
     }
@@ -190,7 +200,11 @@ pub async fn run(job: &Job, args: &ExecArgs, signals: &mut StopSignals) -> Outco
         ));
     }
 
-    match job.finish(Value::Object(runner.summary)).await {
+    let finished = tokio::select! {
+        finished = job.finish(Value::Object(runner.summary)) => finished,
+        signal = signals.recv() => return Outcome::Stopped(signal),
+    };
+    match finished {
         Ok(_) => Outcome::Succeeded,
         Err(error) => Outcome::failed(format!(
             "failed to write the result: {}",
@@ -362,7 +376,12 @@ impl Runner<'_> {
                     match read {
                         Ok(0) => stdout_open = false,
                         Ok(_) => {
-                            self.handle_line(&line).await;
+                            // An `output` line can wait minutes for store retries, and
+                            // a stop signal must still end the job meanwhile.
+                            tokio::select! {
+                                () = self.handle_line(&line) => {}
+                                signal = signals.recv() => return LoopEnd::Signalled(signal),
+                            }
                             line.clear();
                         }
                         Err(error) => {

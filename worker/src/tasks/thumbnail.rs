@@ -40,9 +40,9 @@ use serde_json::json;
 use tokio::runtime::Handle;
 
 use super::{key_file_name, unique_name, Outcome};
-use crate::job::Job;
+use crate::job::{Job, JobError};
 use crate::progress::error_chain;
-use crate::store::validate_key;
+use crate::store::{validate_key, StoreError};
 
 /// Smallest allowed thumbnail edge, in pixels.
 pub const MIN_SIZE: u32 = 16;
@@ -380,9 +380,9 @@ impl Context {
             .map_err(|error| format!("failed to create working folder: {error}"))?;
         let local = item_dir.join("input");
         self.runtime
-            .block_on(self.job.store().get_to_file(input, &local))
+            .block_on(self.job.fetch_input(input, &local))
             .map_err(|error| {
-                if error.is_not_found() {
+                if matches!(error, JobError::Store(StoreError::NotFound { .. })) {
                     "the upload was not found in the store".to_owned()
                 } else {
                     format!("failed to fetch the upload: {}", error_chain(&error))
