@@ -550,3 +550,27 @@ async fn thumbnail_rejects_invalid_sizes() {
         assert!(fields.contains(&expected), "{expected} missing from {body}");
     }
 }
+
+#[tokio::test]
+async fn documented_limits_are_enforced() {
+    let (gateway, _templates, _data) = start();
+    let labels: serde_json::Map<String, Value> = (0..33).map(|i| (format!("k{i}"), json!("v"))).collect();
+    let (status, body) = gateway
+        .post("/v1/jobs", &json!({"template": "shell", "parameters": {"script": "true"}, "labels": labels}))
+        .await;
+    assert_problem(status, &body, StatusCode::BAD_REQUEST, "invalid-request");
+    assert_eq!(body["errors"][0]["field"], "/labels");
+
+    let mut deep = json!("x");
+    for _ in 0..20 {
+        deep = json!({ "a": deep });
+    }
+    let (status, body) = gateway
+        .post("/v1/jobs", &json!({"template": "shell", "parameters": {"script": "true", "deep": deep}}))
+        .await;
+    assert_problem(status, &body, StatusCode::BAD_REQUEST, "invalid-parameters");
+    assert!(body["errors"][0]["message"].as_str().unwrap().contains("nested deeper"), "{body}");
+
+    let (status, body) = gateway.get("/v1/jobs?limit=201").await;
+    assert_problem(status, &body, StatusCode::BAD_REQUEST, "invalid-request");
+}

@@ -50,10 +50,7 @@ pub fn service(gateway: Gateway, catalog: Arc<Catalog>) -> OpenApiService<Api, (
         HealthApi { gateway },
     );
     OpenApiService::new(api, "jobgate", env!("CARGO_PKG_VERSION"))
-        .description(
-            "Run heavy work as Kubernetes Jobs created from templates, and follow it to its \
-             outputs. Errors are problem details (RFC 9457) with a stable `type` per kind.",
-        )
+        .description(limits_description())
         .license(
             poem_openapi::LicenseObject::new("Apache-2.0").url("https://www.apache.org/licenses/LICENSE-2.0"),
         )
@@ -63,6 +60,30 @@ pub fn service(gateway: Gateway, catalog: Arc<Catalog>) -> OpenApiService<Api, (
             poem_openapi::ServerObject::new("/")
                 .description("The gateway that serves this document, at its own address"),
         )
+}
+
+/// Returns the document's description, with the input limits it enforces.
+fn limits_description() -> String {
+    use crate::catalog::params::MAX_PARAMETER_DEPTH;
+    use crate::service::{MAX_LABELS, MAX_LABEL_KEY, MAX_LABEL_VALUE, MAX_PAGE_SIZE};
+    format!(
+        "Run heavy work as Kubernetes Jobs created from templates, and follow it to its \
+         outputs. Errors are problem details (RFC 9457) with a stable `type` per kind.\n\n\
+         Limits, each answered with a problem response:\n\n\
+         - JSON request bodies: {body} bytes by default (`--max-body-bytes`); larger bodies get `413`.\n\
+         - Job parameters: nested at most {depth} levels deep, and within the body limit; deeper get `400`.\n\
+         - Labels: at most {labels} per job, keys of 1 to {key} bytes, values of at most {value} bytes.\n\
+         - Pages of `GET /v1/jobs`: 1 to {page} jobs.\n\
+         - Uploads: {upload} bytes by default (`--max-upload-bytes`); larger uploads get `413`, \
+         checked against `Content-Length` and again while streaming.",
+        body = DEFAULT_MAX_BODY_BYTES,
+        depth = MAX_PARAMETER_DEPTH,
+        labels = MAX_LABELS,
+        key = MAX_LABEL_KEY,
+        value = MAX_LABEL_VALUE,
+        page = MAX_PAGE_SIZE,
+        upload = crate::config::DEFAULT_MAX_UPLOAD_BYTES,
+    )
 }
 
 /// Builds the whole HTTP application.
