@@ -20,13 +20,13 @@ use crate::job::{JobId, JobState};
 use crate::status::{JobView, StatusError, StatusReader};
 use crate::store::{ByteStream, ObjectReader, ObjectStore, StoreError};
 
-/// Most labels a job may carry.
+/// Maximum number of labels on one job.
 pub const MAX_LABELS: usize = 32;
-/// Longest label key, in bytes (as Kubernetes label names).
+/// Maximum label key length, in bytes (as for Kubernetes label names).
 pub const MAX_LABEL_KEY: usize = 63;
-/// Longest label value, in bytes.
+/// Maximum label value length, in bytes.
 pub const MAX_LABEL_VALUE: usize = 256;
-/// Largest page of `GET /v1/jobs`.
+/// Maximum page size of `GET /v1/jobs`.
 pub const MAX_PAGE_SIZE: usize = 200;
 /// Page size of `GET /v1/jobs` when the caller names none.
 pub const DEFAULT_PAGE_SIZE: usize = 20;
@@ -45,7 +45,7 @@ pub enum GatewayError {
     TemplateInvalid {
         /// Template name.
         name: String,
-        /// What is wrong with it.
+        /// Load or render error.
         error: String,
     },
     /// Parameters failed the template's schema.
@@ -61,7 +61,7 @@ pub enum GatewayError {
     InvalidField {
         /// Field name.
         field: String,
-        /// What is wrong and how to fix it.
+        /// Problem and fix.
         message: String,
     },
     /// No job has this id.
@@ -95,7 +95,7 @@ pub enum GatewayError {
     /// A dependency is unavailable; retrying later may succeed.
     #[error("service unavailable: {why}")]
     Unavailable {
-        /// What is unavailable.
+        /// Unavailable dependency and cause.
         why: String,
         /// Seconds after which a retry may succeed.
         retry_after: Option<u64>,
@@ -106,7 +106,7 @@ pub enum GatewayError {
     /// An internal failure, logged with its cause.
     #[error("{context}")]
     Internal {
-        /// What was being done.
+        /// Operation that failed.
         context: String,
         /// Underlying error.
         #[source]

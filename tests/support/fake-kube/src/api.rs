@@ -7,7 +7,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use k8s_openapi::api::authorization::v1::SelfSubjectAccessReview;
 use poem::http::{header, Method, StatusCode};
-use poem::{Body, Endpoint, Request, Response};
+use poem::{Endpoint, Request, Response};
 use serde_json::{json, Value};
 
 use crate::cluster::Shared;

@@ -162,7 +162,7 @@ pub fn resolve(store: &Store, pod: &Value, container_json: &Value, node: (u64, u
     let namespace = pod.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or_default();
     let mut ordered: Vec<(String, String)> = Vec::new();
     let mut values: HashMap<String, String> = HashMap::new();
-    let mut set = |ordered: &mut Vec<(String, String)>, values: &mut HashMap<String, String>, name: String, value: String| {
+    let set = |ordered: &mut Vec<(String, String)>, values: &mut HashMap<String, String>, name: String, value: String| {
         ordered.retain(|(existing, _)| *existing != name);
         values.insert(name.clone(), value.clone());
         ordered.push((name, value));

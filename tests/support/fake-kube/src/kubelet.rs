@@ -606,6 +606,7 @@ impl PodRun {
                 "Failed".into()
             };
             // Containers that never ran are reported as not started.
+            let model = &mut *model;
             for status in model.init_statuses.iter_mut().chain(model.statuses.iter_mut()) {
                 if status.pointer("/state/waiting").is_some() && started {
                     status["state"] = json!({ "terminated": {

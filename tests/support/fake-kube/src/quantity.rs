@@ -53,7 +53,7 @@ pub fn memory_bytes(quantity: &Value) -> Option<u64> {
 
 /// Returns a container's request for `resource`, which defaults to its
 /// limit as the API server's defaulting does.
-pub fn container_request(container: &Value, resource: &str) -> Option<&Value> {
+pub fn container_request<'a>(container: &'a Value, resource: &str) -> Option<&'a Value> {
     container
         .pointer(&format!("/resources/requests/{resource}"))
         .or_else(|| container.pointer(&format!("/resources/limits/{resource}")))
@@ -94,7 +94,7 @@ mod tests {
     fn memory_quantities_in_bytes() {
         assert_eq!(memory_bytes(&json!("128Mi")), Some(128 << 20));
         assert_eq!(memory_bytes(&json!("1G")), Some(1_000_000_000));
-        assert_eq!(memory_bytes(&json!("1e3")), None);
+        assert_eq!(memory_bytes(&json!("1e3")), Some(1000));
         assert_eq!(memory_bytes(&json!("64")), Some(64));
     }
 }
