@@ -92,6 +92,10 @@ pub struct OpenapiArgs {
 
 /// Runs the command line and returns the process exit code.
 pub fn main() -> ExitCode {
+    // NB: the dependency tree enables two rustls crypto back-ends (ring via
+    // kube, aws-lc-rs via the AWS SDK), and rustls then refuses to pick one,
+    // so the kube client's first TLS connection would panic. Choose once here.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     crate::telemetry::init(cli.log_json);
     let command = cli.command.unwrap_or_else(|| {

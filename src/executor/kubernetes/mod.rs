@@ -96,6 +96,9 @@ struct Inner {
     decided: Mutex<HashMap<JobId, ExecStatus>>,
     /// Jobs already reported terminal by this process.
     reported: Mutex<HashSet<JobId>>,
+    /// Jobs created by this process that the reflector has not shown yet,
+    /// so that a status request right after submit does not find nothing.
+    created: Mutex<HashMap<JobId, Arc<Job>>>,
     shutdown: CancellationToken,
 }
 
@@ -137,6 +140,7 @@ impl KubernetesExecutor {
                 events,
                 decided: Mutex::new(HashMap::new()),
                 reported: Mutex::new(HashSet::new()),
+                created: Mutex::new(HashMap::new()),
                 shutdown: shutdown.clone(),
             }),
         };
@@ -188,9 +192,22 @@ impl KubernetesExecutor {
     }
 
     fn cached_job(&self, id: JobId) -> Option<Arc<Job>> {
-        self.inner
+        let mut created = self
+            .inner
+            .created
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        match self
+            .inner
             .jobs
             .get(&ObjectRef::new(&job_name(id)).within(&self.inner.config.namespace))
+        {
+            Some(job) => {
+                created.remove(&id);
+                Some(job)
+            }
+            None => created.get(&id).cloned(),
+        }
     }
 
     fn status_of(&self, id: JobId, job: &Job) -> (ExecStatus, Option<chrono::DateTime<Utc>>) {
@@ -369,8 +386,13 @@ impl Executor for KubernetesExecutor {
             }
         }
         match self.inner.jobs_api.create(&PostParams::default(), &job).await {
-            Ok(_) => {
+            Ok(created) => {
                 tracing::info!(job.id = %spec.id, k8s.namespace = %namespace, "Job created");
+                self.inner
+                    .created
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .insert(spec.id, Arc::new(created));
                 Ok(())
             }
             // NB: a create that timed out may still have succeeded; the Job
@@ -430,6 +452,11 @@ impl Executor for KubernetesExecutor {
     }
 
     async fn forget(&self, id: JobId) {
+        self.inner
+            .created
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .remove(&id);
         self.inner
             .decided
             .lock()

@@ -144,7 +144,7 @@ impl Endpoint for ApiEndpoint {
     }
 }
 
-/// The RBAC verb of a request.
+/// Returns the RBAC verb of a request.
 fn verb_of(method: &Method, path: &ObjectPath, query: &HashMap<String, String>) -> Result<&'static str, ApiError> {
     let verb = match (method.as_str(), path.name.is_some()) {
         ("GET", true) => "get",
@@ -171,11 +171,23 @@ impl Shared {
             .get(header::AUTHORIZATION)
             .and_then(|value| value.to_str().ok())
             .and_then(|value| value.strip_prefix("Bearer "))
+            .map(str::trim)
             .unwrap_or_default();
-        let identity = self.authorizer.authenticate(token.trim()).ok_or_else(ApiError::unauthorized)?;
+        let identity = match (token, &self.unauthenticated) {
+            ("", Some(identity)) => identity.clone(),
+            _ => self.authorizer.authenticate(token).ok_or_else(ApiError::unauthorized)?,
+        };
         let route = parse_route(request.uri().path()).ok_or_else(ApiError::path_not_found)?;
         let query = parse_query(request.uri().query());
         let method = request.method().clone();
+        let content_type = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or_default();
+        if content_type.contains("protobuf") || content_type.contains("yaml") {
+            return Err(ApiError::unsupported_media_type(content_type));
+        }
 
         let (verb, resource_name) = match &route {
             Route::Objects(path) => (verb_of(&method, path, &query)?, Some(path.resource.plural())),
@@ -273,7 +285,7 @@ impl Shared {
         }
     }
 
-    /// Answers a SelfSubjectAccessReview from the same rules that guard requests.
+    /// Decides a SelfSubjectAccessReview with the same rules that guard requests.
     fn access_review(&self, identity: &Identity, body: &[u8]) -> Result<Response, ApiError> {
         let mut review: SelfSubjectAccessReview = serde_json::from_slice(body)
             .map_err(|error| ApiError::bad_request(format!("decoding the SelfSubjectAccessReview failed: {error}")))?;
@@ -504,7 +516,7 @@ impl Shared {
                 let bound = current.pointer("/spec/nodeName").and_then(Value::as_str).is_some_and(|n| !n.is_empty());
                 let running = bound && !matches!(phase, "Succeeded" | "Failed") && self.kubelet_runs(&uid);
                 if running && grace > 0 {
-                    // The kubelet sees the deletion timestamp, stops the
+                    // The kubelet notices the deletion timestamp, stops the
                     // containers with this grace and then removes the pod.
                     let deadline = chrono::Utc::now() + chrono::Duration::seconds(grace);
                     let updated = self.store.update(key, |object| {

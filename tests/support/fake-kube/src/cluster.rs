@@ -40,7 +40,7 @@ pub struct Options {
     pub namespace: String,
     /// Other namespaces that exist (the admin may use them).
     pub extra_namespaces: Vec<String>,
-    /// YAML file whose first `kind: Role` document holds the gateway's rules.
+    /// YAML file whose first `kind: Role` document contains the gateway's rules.
     pub role_path: PathBuf,
     /// Port to listen on; 0 picks a free one.
     pub port: u16,
@@ -56,6 +56,11 @@ pub struct Options {
     pub bin_dirs: Vec<PathBuf>,
     /// Folder for pod working folders and logs; a temporary folder when unset.
     pub work_dir: Option<PathBuf>,
+    /// Identity given to requests without a bearer token; with `None` they
+    /// get 401. kubectl (client-go) sends no credentials to a plain-HTTP
+    /// server, so kubectl works against the fake only with `Some(User::Admin)`,
+    /// like the insecure port of old API servers.
+    pub unauthenticated_user: Option<User>,
 }
 
 /// Returns the path of the gateway's RBAC file in this repository.
@@ -76,6 +81,7 @@ impl Default for Options {
             container_restart_delay: DEFAULT_CONTAINER_RESTART_DELAY,
             bin_dirs: Vec::new(),
             work_dir: None,
+            unauthenticated_user: None,
         }
     }
 }
@@ -87,6 +93,13 @@ pub enum User {
     Admin,
     /// The gateway's service account, limited by its Role.
     Gateway,
+}
+
+fn identity_of(user: User) -> crate::rbac::Identity {
+    match user {
+        User::Admin => crate::rbac::Identity::Admin,
+        User::Gateway => crate::rbac::Identity::Gateway,
+    }
 }
 
 /// Error starting a fake cluster.
@@ -116,6 +129,7 @@ pub(crate) struct Shared {
     pub authorizer: Authorizer,
     pub namespaces: Vec<String>,
     pub gateway_namespace: String,
+    pub unauthenticated: Option<crate::rbac::Identity>,
     pub logs: LogRegistry,
     pub shutdown: CancellationToken,
     pub bookmark_interval: Duration,
@@ -199,6 +213,7 @@ impl FakeCluster {
             authorizer,
             namespaces,
             gateway_namespace: options.namespace.clone(),
+            unauthenticated: options.unauthenticated_user.map(identity_of),
             logs: LogRegistry::default(),
             shutdown: CancellationToken::new(),
             bookmark_interval: options.bookmark_interval,
@@ -255,11 +270,7 @@ impl FakeCluster {
     /// User name the API server reports for a user, such as
     /// `system:serviceaccount:jobgate:jobgate`.
     pub fn user_name(&self, user: User) -> String {
-        let identity = match user {
-            User::Admin => crate::rbac::Identity::Admin,
-            User::Gateway => crate::rbac::Identity::Gateway,
-        };
-        self.shared.authorizer.user_name(&identity)
+        self.shared.authorizer.user_name(&identity_of(user))
     }
 
     /// Returns the kubeconfig YAML for a user, with one cluster, one user and
@@ -309,14 +320,14 @@ impl FakeCluster {
         &self.shared.faults
     }
 
-    /// Every (verb, group, resource) the gateway's identity requested, with
+    /// Returns every (verb, group, resource) the gateway's identity requested, with
     /// whether its Role allowed it. Discovery and SelfSubjectAccessReview,
     /// which every authenticated user may use, are not recorded.
     pub fn gateway_accesses(&self) -> Vec<Access> {
         self.shared.authorizer.gateway_accesses()
     }
 
-    /// Every (verb, group, resource) the gateway's Role grants.
+    /// Returns every (verb, group, resource) the gateway's Role grants.
     pub fn role_grants(&self) -> Vec<(String, String, String)> {
         self.shared.authorizer.role_grants()
     }

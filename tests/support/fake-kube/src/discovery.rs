@@ -1,7 +1,7 @@
 //! Discovery documents: `/version`, `/api`, `/apis` and the resource lists of
 //! each group version, in the legacy (unaggregated) form.
 //!
-//! kubectl 1.32 asks for aggregated discovery first but also accepts
+//! kubectl 1.32 requests aggregated discovery first but also accepts
 //! `application/json`, so these plain documents, sent as
 //! `application/json`, make it fall back to the legacy requests.
 

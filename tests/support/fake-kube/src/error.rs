@@ -4,7 +4,7 @@ use serde_json::{json, Value};
 
 use crate::resource::Resource;
 
-/// An API failure, answered as a `Status` object.
+/// An API failure, sent to the client as a `Status` object.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ApiError {
     /// HTTP status code, also `code` in the body.
@@ -31,7 +31,7 @@ pub struct Cause {
 }
 
 impl Cause {
-    /// A `FieldValueRequired` cause.
+    /// Builds a `FieldValueRequired` cause.
     pub fn required(field: impl Into<String>) -> Self {
         Cause {
             reason: "FieldValueRequired",
@@ -40,7 +40,7 @@ impl Cause {
         }
     }
 
-    /// A `FieldValueInvalid` cause for `value`, with the rule it breaks.
+    /// Builds a `FieldValueInvalid` cause for `value`, with the rule it breaks.
     pub fn invalid(field: impl Into<String>, value: &Value, detail: &str) -> Self {
         Cause {
             reason: "FieldValueInvalid",
@@ -49,7 +49,7 @@ impl Cause {
         }
     }
 
-    /// A `FieldValueNotSupported` cause listing the allowed values.
+    /// Builds a `FieldValueNotSupported` cause listing the allowed values.
     pub fn not_supported(field: impl Into<String>, value: &str, allowed: &[&str]) -> Self {
         let allowed: Vec<String> = allowed.iter().map(|v| format!("{v:?}")).collect();
         Cause {
@@ -273,7 +273,7 @@ impl ApiError {
         }
     }
 
-    /// The `Status` body.
+    /// Returns the `Status` body.
     pub fn to_status(&self) -> Value {
         let mut status = json!({
             "kind": "Status",

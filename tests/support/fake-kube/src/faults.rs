@@ -1,6 +1,6 @@
 //! Fault injection: what tests switch on to see how the gateway copes with
 //! failed pulls, unschedulable pods, OOM kills, slow API calls and 429 or
-//! 5xx answers.
+//! 5xx responses.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -28,10 +28,10 @@ pub struct NodeCapacity {
     pub memory_bytes: u64,
 }
 
-/// A queued answer that replaces the next matching API request.
+/// A queued response that replaces the next matching API request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InjectedStatus {
-    /// HTTP status to answer: 429 gets `Retry-After`, 500 InternalError,
+    /// HTTP status to send: 429 gets `Retry-After`, 500 InternalError,
     /// 503 ServiceUnavailable.
     pub code: u16,
     /// RBAC verb the request must have (`get`, `list`, `watch`, `create`,
@@ -163,8 +163,8 @@ impl Faults {
         self.lock().latency
     }
 
-    /// Queues `times` answers with status `code` for requests matching
-    /// `verb` and `resource` (`None` matches any). Queued answers are used
+    /// Queues `times` responses with status `code` for requests matching
+    /// `verb` and `resource` (`None` matches any). Queued responses are used
     /// in order, each once.
     pub fn inject_status(&self, code: u16, verb: Option<&str>, resource: Option<&str>, times: usize) {
         let mut state = self.lock();
@@ -177,12 +177,12 @@ impl Faults {
         }
     }
 
-    /// Sets the `Retry-After` seconds of injected 429 answers.
+    /// Sets the `Retry-After` seconds of injected 429 responses.
     pub fn set_retry_after(&self, seconds: u64) {
         self.lock().retry_after = seconds;
     }
 
-    /// Takes the first queued answer that matches the request, with the
+    /// Takes the first queued response that matches the request, with the
     /// `Retry-After` to send.
     pub fn take_injected(&self, verb: &str, resource: Option<&str>) -> Option<(u16, u64)> {
         let mut state = self.lock();
@@ -195,12 +195,12 @@ impl Faults {
         Some((injected.code, state.retry_after))
     }
 
-    /// Returns how many injected answers were sent.
+    /// Returns how many injected responses were sent.
     pub fn injected_served(&self) -> usize {
         self.lock().injected_served
     }
 
-    /// Returns how many injected answers are still queued.
+    /// Returns how many injected responses are still queued.
     pub fn injected_pending(&self) -> usize {
         self.lock().injected.len()
     }

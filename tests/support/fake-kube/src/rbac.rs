@@ -88,7 +88,7 @@ pub fn load_role_rules(path: &Path) -> Result<Vec<PolicyRule>, RoleError> {
     Err(RoleError::NoRole { path: shown })
 }
 
-/// What a request asks to do, in RBAC's terms.
+/// The action a request performs, in RBAC's terms.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Attributes {
     /// Verb.
@@ -153,7 +153,7 @@ impl Authorizer {
         }
     }
 
-    /// Finds who holds a bearer token.
+    /// Finds the identity that owns a bearer token.
     pub fn authenticate(&self, token: &str) -> Option<Identity> {
         if token == self.admin_token {
             Some(Identity::Admin)

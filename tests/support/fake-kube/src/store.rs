@@ -53,7 +53,7 @@ pub enum EventType {
 }
 
 impl EventType {
-    /// The wire name.
+    /// Returns the wire name.
     pub fn as_str(self) -> &'static str {
         match self {
             EventType::Added => "ADDED",
@@ -265,7 +265,7 @@ impl Store {
                 feed.compacted = dropped.resource_version;
             }
         }
-        // No receivers is fine: nobody watches this resource right now.
+        // Having no receivers is fine, because no watch of this resource is open.
         let _ = feed.sender.send(event);
         self.changes.send_replace(state.last_version);
     }

@@ -16,8 +16,8 @@ use crate::resource::Resource;
 use crate::selector::{FieldSelector, LabelSelector};
 use crate::store::StoredEvent;
 
-/// Longest watch when the client sets no `timeoutSeconds`; the real API
-/// server picks between 30 and 60 minutes.
+/// Maximum watch duration when the client sets no `timeoutSeconds`. The
+/// real API server picks between 30 and 60 minutes.
 const DEFAULT_WATCH_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 /// Watch events buffered per stream before the writer waits for the client.
 const STREAM_BUFFER: usize = 256;
@@ -64,7 +64,7 @@ enum Start {
 }
 
 impl Shared {
-    /// Starts a watch. Errors in the request are answered with a Status;
+    /// Starts a watch. Errors in the request get a Status response;
     /// an expired `resourceVersion` is reported as an ERROR event in a 200
     /// stream, as the real API server's watch cache does.
     pub(crate) fn watch(

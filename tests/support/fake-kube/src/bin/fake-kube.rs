@@ -35,11 +35,20 @@ async fn main() -> std::process::ExitCode {
         )
         .init();
     let args = Args::parse();
+    // kubectl sends no credentials to a plain-HTTP server, so requests
+    // without a token are served as the admin; the gateway's kubeconfig
+    // still carries its token for clients that send it (kube-rs does).
     let mut options = Options {
         port: args.port,
         namespace: args.namespace,
+        unauthenticated_user: Some(User::Admin),
         ..Options::default()
     };
+    // Programs such as jobgate-worker are found next to this binary first,
+    // as the gateway's local executor does.
+    if let Some(dir) = std::env::current_exe().ok().and_then(|exe| exe.parent().map(PathBuf::from)) {
+        options.bin_dirs.insert(0, dir);
+    }
     if let Some(role) = args.role {
         options.role_path = role;
     }
