@@ -574,3 +574,10 @@ async fn documented_limits_are_enforced() {
     let (status, body) = gateway.get("/v1/jobs?limit=201").await;
     assert_problem(status, &body, StatusCode::BAD_REQUEST, "invalid-request");
 }
+
+#[tokio::test]
+async fn presigned_upload_needs_a_signing_store() {
+    let (gateway, _templates, _data) = start();
+    let (status, body) = gateway.post("/v1/uploads/presigned?name=a.png", &json!(null)).await;
+    assert_problem(status, &body, StatusCode::CONFLICT, "presign-unsupported");
+}

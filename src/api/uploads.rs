@@ -51,10 +51,10 @@ enum PresignResponse {
     /// The URL is ready; PUT the file's bytes to it.
     #[oai(status = 201)]
     Created(Json<PresignedUpload>),
-    /// The store cannot sign URLs (the filesystem store); upload through
-    /// `POST /v1/uploads` instead.
-    #[oai(status = 501, content_type = "application/problem+json")]
-    NotImplemented(Json<super::problem::Problem>),
+    /// This gateway's store cannot sign URLs (the filesystem store); upload
+    /// through `POST /v1/uploads` instead.
+    #[oai(status = 409, content_type = "application/problem+json")]
+    Unsupported(Json<super::problem::Problem>),
 }
 
 #[derive(ApiResponse)]
@@ -99,8 +99,9 @@ impl UploadsApi {
     ///
     /// Reserves an upload reference and returns a URL that takes the file
     /// with a `PUT` straight to the storage, so large files bypass the
-    /// gateway. The URL expires after the gateway's presign lifetime. Stores
-    /// that cannot sign URLs answer `501`; use `POST /v1/uploads` with them.
+    /// gateway. The URL expires after the gateway's presign lifetime. A
+    /// gateway whose store cannot sign URLs answers `409`; use
+    /// `POST /v1/uploads` with it.
     #[oai(path = "/presigned", method = "post", operation_id = "presignUpload")]
     async fn presign(
         &self,
@@ -116,8 +117,8 @@ impl UploadsApi {
                 method: "PUT".into(),
                 expires_at: chrono::Utc::now() + chrono::Duration::from_std(expiry).unwrap_or_default(),
             }))),
-            None => Ok(PresignResponse::NotImplemented(Json(super::problem::Problem::new(
-                poem::http::StatusCode::NOT_IMPLEMENTED,
+            None => Ok(PresignResponse::Unsupported(Json(super::problem::Problem::new(
+                poem::http::StatusCode::CONFLICT,
                 "presign-unsupported",
                 "Presigned uploads not supported",
                 "this gateway's store cannot sign URLs; upload through POST /v1/uploads",
