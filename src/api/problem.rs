@@ -78,7 +78,9 @@ pub enum ErrorResponse {
     /// The job, template or output does not exist.
     #[oai(status = 404, content_type = "application/problem+json")]
     NotFound(Json<Problem>),
-    /// The request conflicts with the job's state, such as cancelling a finished job.
+    /// The request conflicts with the job's state (cancelling a finished job)
+    /// or with the gateway's setup (a presigned upload on a store that cannot
+    /// sign URLs).
     #[oai(status = 409, content_type = "application/problem+json")]
     Conflict(Json<Problem>),
     /// The request body is larger than allowed.

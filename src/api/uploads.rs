@@ -51,10 +51,6 @@ enum PresignResponse {
     /// The URL is ready; PUT the file's bytes to it.
     #[oai(status = 201)]
     Created(Json<PresignedUpload>),
-    /// This gateway's store cannot sign URLs (the filesystem store); upload
-    /// through `POST /v1/uploads` instead.
-    #[oai(status = 409, content_type = "application/problem+json")]
-    Unsupported(Json<super::problem::Problem>),
 }
 
 #[derive(ApiResponse)]
@@ -117,12 +113,15 @@ impl UploadsApi {
                 method: "PUT".into(),
                 expires_at: chrono::Utc::now() + chrono::Duration::from_std(expiry).unwrap_or_default(),
             }))),
-            None => Ok(PresignResponse::Unsupported(Json(super::problem::Problem::new(
-                poem::http::StatusCode::CONFLICT,
-                "presign-unsupported",
-                "Presigned uploads not supported",
-                "this gateway's store cannot sign URLs; upload through POST /v1/uploads",
-            )))),
+            None => Err(ErrorResponse::from_problem(
+                super::problem::Problem::new(
+                    poem::http::StatusCode::CONFLICT,
+                    "presign-unsupported",
+                    "Presigned uploads not supported",
+                    "this gateway's store cannot sign URLs; upload through POST /v1/uploads",
+                ),
+                None,
+            )),
         }
     }
 }
