@@ -217,7 +217,7 @@ fn render_sample(snapshot: &Snapshot, template: &str, where_from: &str) -> Job {
     let mut job = found
         .render(id, &parameters, &snapshot.env)
         .unwrap_or_else(|error| panic!("{where_from}: rendering {template} failed: {error}"));
-    jobgate::decorate::decorate(&mut job, id, template, SAMPLE_STORE);
+    jobgate::decorate::decorate(&mut job, id, template, SAMPLE_STORE, &[]);
     job
 }
 

@@ -56,7 +56,9 @@ async fn polling_costs_one_read_per_ttl() {
     // Garage writes its log line after answering; give it a moment.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let reads = server.count_requests(&pattern) - before;
-    let allowed = elapsed.ceil() as usize + 1;
+    // One read per started second of polling, plus one that may already be in
+    // flight when counting starts and one at the end of the window.
+    let allowed = elapsed.ceil() as usize + 2;
     eprintln!("{polls} polls in {elapsed:.1} s caused {reads} progress reads");
     assert!(polls > 100, "only {polls} polls in {elapsed:.1} s");
     assert!(reads >= 1, "no progress read reached the store");
