@@ -209,7 +209,7 @@ async fn connect_cluster(settings: &KubernetesSettings) -> Result<kube::Client, 
     let namespace = &settings.namespace;
     let missing = preflight::missing_permissions(&client, namespace)
         .await
-        .map_err(|e| ServeError::Cluster(format!("the Kubernetes API cannot be reached or refused the access review: {e}")))?;
+        .map_err(|e| ServeError::Cluster(format!("the Kubernetes API cannot be reached or rejected the access review: {e}")))?;
     if !missing.is_empty() {
         let list: Vec<String> = missing.iter().map(ToString::to_string).collect();
         for permission in &missing {

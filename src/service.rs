@@ -318,10 +318,10 @@ impl Gateway {
             };
             if let Err(error) = self.executor.submit(spec).await {
                 if let Err(cleanup) = self.store.delete(&key).await {
-                    tracing::error!(error = %error_chain(&cleanup), "deleting the record of a refused job failed");
+                    tracing::error!(error = %error_chain(&cleanup), "deleting the record of a rejected job failed");
                 }
                 self.status.forget_request(id).await;
-                tracing::warn!(error = %error_chain(&error), "executor refused the job");
+                tracing::warn!(error = %error_chain(&error), "executor rejected the job");
                 return Err(error.into());
             }
             self.status.remember_request(id, bytes).await;
@@ -515,7 +515,7 @@ impl Gateway {
                 Err(error) => {
                     let error = error_chain(&error);
                     if attempt % 10 == 1 {
-                        tracing::warn!(job.id = %id, attempt, %error, "recording the final view failed; retrying until the store answers");
+                        tracing::warn!(job.id = %id, attempt, %error, "recording the final view failed; retrying until the store responds");
                     } else {
                         tracing::debug!(job.id = %id, attempt, %error, "recording the final view failed; retrying");
                     }

@@ -29,12 +29,12 @@ pub struct JobSpec {
     pub job: Job,
 }
 
-/// A job's state as the executor sees it.
+/// A job's state as the executor reports it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ExecStatus {
     /// Lifecycle state.
     pub state: JobState,
-    /// Why the job failed or is stuck.
+    /// Reason the job failed or is stuck.
     pub reason: Option<Reason>,
     /// Human-readable detail for `reason`.
     pub message: Option<String>,
@@ -69,7 +69,7 @@ pub struct TerminalEvent {
     pub status: ExecStatus,
 }
 
-/// What a cancel request did.
+/// Outcome of a cancel request.
 #[derive(Debug, Clone, PartialEq)]
 pub enum CancelOutcome {
     /// The job was queued or running and is being stopped.
@@ -100,13 +100,13 @@ pub enum ExecutorError {
     Unrunnable {
         /// Executor name.
         executor: &'static str,
-        /// What in the manifest is the problem and how to fix it.
+        /// Problem in the manifest and its fix.
         why: String,
     },
     /// The executor cannot take work right now; the caller may retry.
     #[error("executor unavailable: {why}")]
     Unavailable {
-        /// What is unavailable.
+        /// Unavailable dependency and cause.
         why: String,
         /// Seconds after which a retry may succeed.
         retry_after: Option<u64>,
@@ -120,7 +120,7 @@ pub enum ExecutorError {
     /// An I/O operation of the executor failed.
     #[error("executor {operation} failed")]
     Io {
-        /// What was being done.
+        /// Operation that failed.
         operation: &'static str,
         /// Underlying error.
         #[source]

@@ -257,7 +257,7 @@ impl ObjectStore for S3Store {
     async fn get(&self, key: &str) -> Result<Bytes> {
         match self.get_if_none_match(key, None).await? {
             Conditional::Found { bytes, .. } => Ok(bytes),
-            Conditional::NotModified => Err(StoreError::backend("get", key, "the server answered 304 to an unconditional read")),
+            Conditional::NotModified => Err(StoreError::backend("get", key, "the server returned 304 Not Modified for an unconditional read")),
         }
     }
 

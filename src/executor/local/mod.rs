@@ -38,9 +38,9 @@ use crate::job::{JobId, JobState, Reason};
 /// Pause before the first retry; it doubles per failure, as Kubernetes'
 /// 10 s back-off does, but shorter because local attempts start at once.
 pub const DEFAULT_RETRY_BACKOFF: Duration = Duration::from_secs(1);
-/// Longest pause between retries.
+/// Maximum pause between retries.
 const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(60);
-/// Longest wait for running jobs at shutdown before the gateway exits anyway.
+/// Maximum wait for running jobs at shutdown before the gateway exits anyway.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(35);
 
 /// Settings of the local executor.
@@ -111,7 +111,7 @@ struct Inner {
     tasks: tokio_util::task::TaskTracker,
 }
 
-/// How one attempt ended.
+/// Outcome of one attempt.
 enum AttemptEnd {
     Succeeded,
     Failed { reason: Reason, message: String },

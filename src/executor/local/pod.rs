@@ -23,7 +23,7 @@ pub struct ContainerPlan {
     /// Resolved program, or `None` when it was not found; the attempt then
     /// fails with `StartError`, as a missing binary does in a cluster.
     pub program: Option<PathBuf>,
-    /// What the manifest named as the program.
+    /// Program name as the manifest gives it.
     pub program_name: String,
     /// Arguments.
     pub args: Vec<String>,
@@ -44,7 +44,7 @@ impl ContainerPlan {
     }
 }
 
-/// What the local executor runs for one job.
+/// Containers and Job settings that the local executor runs for one job.
 #[derive(Debug, Clone)]
 pub struct PodPlan {
     /// Init containers, run one after another before the others.

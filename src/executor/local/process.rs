@@ -51,7 +51,7 @@ pub struct ContainerCommand {
     pub cwd: PathBuf,
 }
 
-/// How a container ended.
+/// Exit of a container: its code or signal, and its last stderr lines.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ContainerExit {
     /// Exit code, when the process exited by itself.
