@@ -80,6 +80,11 @@ pub struct ServeArgs {
     #[arg(long, env = "JOBGATE_STUCK_SECONDS", default_value = "300")]
     pub stuck_seconds: String,
 
+    /// Seconds a create, delete or log request to the Kubernetes API may
+    /// take before the caller gets 503 with Retry-After.
+    #[arg(long, env = "JOBGATE_KUBE_REQUEST_SECONDS", default_value = "15")]
+    pub kube_request_seconds: String,
+
     /// Jobs that run at once on the local executor [default: number of CPUs].
     #[arg(long, env = "JOBGATE_MAX_RUNNING")]
     pub max_running: Option<String>,
@@ -164,6 +169,8 @@ pub struct KubernetesSettings {
     pub worker_secret: Option<String>,
     /// Time a pod may stay stuck.
     pub stuck_timeout: Duration,
+    /// Time a single API request may take.
+    pub request_timeout: Duration,
 }
 
 /// Checked server settings.
@@ -357,6 +364,12 @@ impl ServeArgs {
             ),
         };
         let stuck_seconds = c.check("--stuck-seconds", "JOBGATE_STUCK_SECONDS", &self.stuck_seconds, number(1u64, 86_400));
+        let kube_request_seconds = c.check(
+            "--kube-request-seconds",
+            "JOBGATE_KUBE_REQUEST_SECONDS",
+            &self.kube_request_seconds,
+            number(1u64, 600),
+        );
         let template_poll = c.check(
             "--template-poll-seconds",
             "JOBGATE_TEMPLATE_POLL_SECONDS",
@@ -429,6 +442,7 @@ impl ServeArgs {
                 service_account: self.job_service_account.clone(),
                 worker_secret: self.worker_secret.clone(),
                 stuck_timeout: Duration::from_secs(stuck_seconds.unwrap()),
+                request_timeout: Duration::from_secs(kube_request_seconds.unwrap()),
             },
             max_running: max_running.unwrap(),
             max_upload_bytes: max_upload_bytes.unwrap(),

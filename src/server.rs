@@ -124,6 +124,7 @@ pub async fn run_until(config: ServeConfig, shutdown: CancellationToken) -> Resu
                         service_account: settings.service_account.clone(),
                         worker_secret: settings.worker_secret.clone(),
                         stuck_timeout: settings.stuck_timeout,
+                        request_timeout: settings.request_timeout,
                     },
                     events_tx,
                     background.clone(),

@@ -456,15 +456,10 @@ fn role_grants_only_gateway_needs() {
         }
     }
     let needed: BTreeSet<(String, String, String)> = [
-        ("", "configmaps", &["get", "list", "watch"][..]),
-        (
-            "batch",
-            "jobs",
-            &["create", "get", "list", "watch", "delete"][..],
-        ),
-        ("", "pods", &["get", "list", "watch"][..]),
+        ("", "configmaps", &["list", "watch"][..]),
+        ("batch", "jobs", &["create", "list", "watch", "delete"][..]),
+        ("", "pods", &["list", "watch"][..]),
         ("", "pods/log", &["get"][..]),
-        ("", "events", &["get", "list", "watch"][..]),
     ]
     .iter()
     .flat_map(|(group, resource, verbs)| {

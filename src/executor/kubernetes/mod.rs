@@ -5,6 +5,11 @@
 //! - Submit creates `jobgate-<id>` in the configured namespace. API errors
 //!   become clear answers: 403 names the missing permission, 422 means the
 //!   template renders an invalid Job, timeouts, 429 and 5xx are retryable.
+//!   The client does not retry by itself, so a caller gets 503 at once
+//!   rather than waiting through the client's backoff. A create whose
+//!   outcome is unknown (a timeout, a 5xx) may still land later; such Jobs
+//!   are deleted when they appear, so no job exists that the caller was told
+//!   failed.
 //! - State comes from [`state::observe`]. A pod that cannot be pulled or
 //!   scheduled for longer than the stuck timeout fails the job with that
 //!   reason, and the Job is deleted.
@@ -44,6 +49,9 @@ use crate::job::{JobId, JobState, Reason};
 
 /// How often jobs are checked for stuck pods and missed terminal states.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(2);
+/// How long a create with an unknown outcome is watched for, in case its
+/// Job appears late.
+const ABANDONED_WATCH: Duration = Duration::from_secs(600);
 
 /// Settings of the Kubernetes executor.
 #[derive(Debug, Clone)]
@@ -59,6 +67,8 @@ pub struct KubernetesConfig {
     pub worker_secret: Option<String>,
     /// Time a pod may stay unpullable or unschedulable before the job fails.
     pub stuck_timeout: Duration,
+    /// Time a create, delete or log request may take.
+    pub request_timeout: Duration,
 }
 
 /// Builds a client from a kubeconfig file, or from the environment.
@@ -75,6 +85,12 @@ pub async fn client(kubeconfig: Option<&PathBuf>) -> Result<Client, String> {
             .await
             .map_err(|e| format!("no cluster credentials found (in-cluster or KUBECONFIG): {e}"))?,
     };
+    // Without the client's own retries (429, 503 and 504, up to 15 times
+    // with backoff), a submit that meets an overloaded API server answers
+    // 503 with Retry-After at once instead of holding the caller's request.
+    // Watches back off and resume by themselves.
+    let mut config = config;
+    config.default_retry = false;
     Client::try_from(config).map_err(|e| format!("cannot build the Kubernetes client: {e}"))
 }
 
@@ -99,6 +115,9 @@ struct Inner {
     /// Jobs created by this process that the reflector has not shown yet,
     /// so that a status request right after submit does not find nothing.
     created: Mutex<HashMap<JobId, Arc<Job>>>,
+    /// Jobs whose create failed with an unknown outcome, with when it
+    /// failed: if their Job appears, it is deleted, not followed.
+    abandoned: Mutex<HashMap<JobId, std::time::Instant>>,
     shutdown: CancellationToken,
 }
 
@@ -141,6 +160,7 @@ impl KubernetesExecutor {
                 decided: Mutex::new(HashMap::new()),
                 reported: Mutex::new(HashSet::new()),
                 created: Mutex::new(HashMap::new()),
+                abandoned: Mutex::new(HashMap::new()),
                 shutdown: shutdown.clone(),
             }),
         };
@@ -275,10 +295,87 @@ impl KubernetesExecutor {
         }
     }
 
+    fn is_abandoned(&self, id: JobId) -> bool {
+        self.inner
+            .abandoned
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .contains_key(&id)
+    }
+
+    /// Remembers a job whose create may have landed although it failed.
+    fn abandon(&self, id: JobId) {
+        self.inner
+            .abandoned
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(id, std::time::Instant::now());
+    }
+
+    /// Deletes the Jobs of failed creates that landed after all.
+    async fn delete_abandoned_jobs(&self) {
+        let ids: Vec<JobId> = {
+            let mut abandoned = self
+                .inner
+                .abandoned
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            abandoned.retain(|_, since| since.elapsed() < ABANDONED_WATCH);
+            abandoned.keys().copied().collect()
+        };
+        for id in ids {
+            if self.cached_job(id).is_none() {
+                continue;
+            }
+            tracing::warn!(job.id = %id, "deleting a Job whose create was reported failed");
+            match self.within_timeout(self.inner.jobs_api.delete(&job_name(id), &DeleteParams::background())).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(kube::Error::Api(status))) if status.code == 404 => {}
+                Ok(Err(error)) => {
+                    tracing::warn!(job.id = %id, %error, "deleting the Job of a failed create failed; retrying");
+                    continue;
+                }
+                Err(error) => {
+                    tracing::warn!(job.id = %id, %error, "deleting the Job of a failed create failed; retrying");
+                    continue;
+                }
+            }
+            self.inner
+                .abandoned
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .remove(&id);
+        }
+    }
+
+    /// Runs an API request within the request timeout; the outer error is
+    /// the timeout.
+    async fn within_timeout<T>(
+        &self,
+        request: impl std::future::Future<Output = Result<T, kube::Error>>,
+    ) -> Result<Result<T, kube::Error>, ExecutorError> {
+        tokio::time::timeout(self.inner.config.request_timeout, request)
+            .await
+            .map_err(|_| ExecutorError::Unavailable {
+                why: format!(
+                    "the Kubernetes API did not answer within {} s",
+                    self.inner.config.request_timeout.as_secs()
+                ),
+                retry_after: Some(5),
+            })
+    }
+
+    /// Runs an API request within the request timeout, mapping its errors.
+    async fn api_call<T>(&self, request: impl std::future::Future<Output = Result<T, kube::Error>>) -> Result<T, ExecutorError> {
+        self.within_timeout(request)
+            .await?
+            .map_err(|error| api_error(error, &self.inner.config.namespace))
+    }
+
     fn report_terminal_jobs(&self) {
         for job in self.inner.jobs.state() {
             let Some(id) = job_id(&job) else { continue };
-            if self.decided(id).is_some() {
+            if self.decided(id).is_some() || self.is_abandoned(id) {
                 continue;
             }
             let (status, _) = self.status_of(id, &job);
@@ -296,6 +393,7 @@ impl KubernetesExecutor {
             }
             self.report_terminal_jobs();
             self.fail_stuck_jobs().await;
+            self.delete_abandoned_jobs().await;
         }
     }
 
@@ -323,21 +421,21 @@ impl KubernetesExecutor {
             ));
             tracing::warn!(job.id = %id, reason = ?status.reason, "job stuck; failing it and deleting its Job");
             self.decide(id, status);
-            if let Err(error) = self.inner.jobs_api.delete(&job_name(id), &DeleteParams::background()).await {
+            if let Err(error) = self.api_call(self.inner.jobs_api.delete(&job_name(id), &DeleteParams::background())).await {
                 tracing::warn!(job.id = %id, %error, "deleting a stuck Job failed");
             }
         }
     }
 }
 
-/// Maps an API error of a create to the executor's error.
-fn create_error(error: kube::Error, namespace: &str) -> ExecutorError {
+/// Maps an API error to the executor's error.
+fn api_error(error: kube::Error, namespace: &str) -> ExecutorError {
     match &error {
         kube::Error::Api(status) if status.code == 403 => {
-            tracing::warn!(message = %status.message, "the gateway may not create Jobs");
+            tracing::warn!(message = %status.message, "the gateway lacks a permission");
             ExecutorError::Unavailable {
                 why: format!(
-                    "the gateway's service account may not create jobs (batch) in namespace {namespace:?}: {}; \
+                    "the gateway's service account lacks a permission in namespace {namespace:?}: {}; \
                      apply the Role in kustomize/base/rbac.yaml",
                     status.message
                 ),
@@ -385,8 +483,8 @@ impl Executor for KubernetesExecutor {
                 }
             }
         }
-        match self.inner.jobs_api.create(&PostParams::default(), &job).await {
-            Ok(created) => {
+        match self.within_timeout(self.inner.jobs_api.create(&PostParams::default(), &job)).await {
+            Ok(Ok(created)) => {
                 tracing::info!(job.id = %spec.id, k8s.namespace = %namespace, "Job created");
                 self.inner
                     .created
@@ -395,10 +493,21 @@ impl Executor for KubernetesExecutor {
                     .insert(spec.id, Arc::new(created));
                 Ok(())
             }
-            // NB: a create that timed out may still have succeeded; the Job
-            // then exists and is the job, so this is not an error.
-            Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
-            Err(error) => Err(create_error(error, &namespace)),
+            // The name holds the job's unique id, so an existing Job is this
+            // job's own.
+            Ok(Err(kube::Error::Api(status))) if status.code == 409 => Ok(()),
+            Ok(Err(error)) => {
+                // A 4xx is the server's final word; after a 5xx or a broken
+                // connection the Job may exist all the same.
+                if !matches!(&error, kube::Error::Api(status) if status.code < 500) {
+                    self.abandon(spec.id);
+                }
+                Err(api_error(error, &namespace))
+            }
+            Err(timeout) => {
+                self.abandon(spec.id);
+                Err(timeout)
+            }
         }
     }
 
@@ -416,10 +525,10 @@ impl Executor for KubernetesExecutor {
         if status.state.is_terminal() {
             return Ok(CancelOutcome::AlreadyFinished(status));
         }
-        match self.inner.jobs_api.delete(&job_name(id), &DeleteParams::background()).await {
+        match self.within_timeout(self.inner.jobs_api.delete(&job_name(id), &DeleteParams::background())).await? {
             Ok(_) => {}
             Err(kube::Error::Api(s)) if s.code == 404 => {}
-            Err(error) => return Err(create_error(error, &self.inner.config.namespace)),
+            Err(error) => return Err(api_error(error, &self.inner.config.namespace)),
         }
         status.state = JobState::Cancelled;
         status.reason = None;
@@ -441,12 +550,19 @@ impl Executor for KubernetesExecutor {
             tail_lines: options.tail.map(|t| t as i64),
             ..Default::default()
         };
-        let reader = self
-            .inner
-            .pods_api
-            .log_stream(&name, &params)
-            .await
-            .map_err(|error| create_error(error, &self.inner.config.namespace))?;
+        let reader = match self.within_timeout(self.inner.pods_api.log_stream(&name, &params)).await? {
+            Ok(reader) => reader,
+            // The pod is gone, so its logs are too.
+            Err(kube::Error::Api(status)) if status.code == 404 => return Err(ExecutorError::NotFound { id }),
+            // The kubelet answers 400 while the container has not started.
+            Err(kube::Error::Api(status)) if status.code == 400 => {
+                return Err(ExecutorError::Unavailable {
+                    why: format!("the job's container has no logs yet: {}", status.message),
+                    retry_after: Some(2),
+                })
+            }
+            Err(error) => return Err(api_error(error, &self.inner.config.namespace)),
+        };
         let stream = tokio_util::io::ReaderStream::new(reader.compat()).map_err(std::io::Error::other);
         Ok(Box::pin(stream))
     }

@@ -43,15 +43,12 @@ const fn permission(group: &'static str, resource: &'static str, subresource: &'
 /// Everything the Kubernetes executor and catalog do in their namespace;
 /// `kustomize/base/rbac.yaml` grants exactly these.
 pub const REQUIRED: &[Permission] = &[
-    permission("", "configmaps", "", "get"),
     permission("", "configmaps", "", "list"),
     permission("", "configmaps", "", "watch"),
     permission("batch", "jobs", "", "create"),
-    permission("batch", "jobs", "", "get"),
     permission("batch", "jobs", "", "list"),
     permission("batch", "jobs", "", "watch"),
     permission("batch", "jobs", "", "delete"),
-    permission("", "pods", "", "get"),
     permission("", "pods", "", "list"),
     permission("", "pods", "", "watch"),
     permission("", "pods", "log", "get"),
