@@ -1,8 +1,8 @@
-//! End-to-end tests of the gateway in Kubernetes mode: the gateway binary on
-//! a loopback port, talking through the real kube client to the fake
-//! Kubernetes API server (tests/support/fake-kube) with the Role of
-//! kustomize/base/rbac.yaml, or to a real cluster when
-//! `JOBGATE_TEST_KUBECONFIG` is set (see tests/support/cluster.rs).
+//! End-to-end tests of the gateway in Kubernetes mode. The gateway binary
+//! serves on a loopback port and talks through the real kube client to the
+//! fake Kubernetes API server (tests/support/fake-kube), with the Role of
+//! kustomize/base/rbac.yaml. With `JOBGATE_TEST_KUBECONFIG` set, it talks to
+//! a real cluster instead (see tests/support/cluster.rs).
 
 mod support;
 
@@ -47,9 +47,9 @@ async fn template_names(gateway: &TestGateway) -> Vec<String> {
         .collect()
 }
 
-/// Submit to outputs, logs and cancel; afterwards the fake's record of the
-/// gateway's requests must equal its Role, so the Role grants all the
-/// gateway uses and nothing more.
+/// Submit to outputs, logs and cancel. Afterwards the fake's record of the
+/// gateway's requests must equal its Role: the Role grants all the gateway
+/// uses and nothing more.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn job_runs_to_outputs_within_the_role() {
     let cluster = TestCluster::start().await;
@@ -301,9 +301,9 @@ async fn restarted_gateway_loses_no_job() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn api_errors_during_submit_answer_503_and_leave_nothing() {
+async fn submit_during_api_errors_returns_503() {
     let cluster = TestCluster::start().await;
-    if cluster.skip_unless_fake("api_errors_during_submit_answer_503_and_leave_nothing") {
+    if cluster.skip_unless_fake("submit_during_api_errors_returns_503") {
         return;
     }
     let fake = cluster.fake().unwrap();
@@ -329,9 +329,9 @@ async fn api_errors_during_submit_answer_503_and_leave_nothing() {
     assert_eq!(list["jobs"], json!([]), "a failed create leaves no job behind: {list}");
     assert!(cluster.job_names().await.is_empty());
 
-    // A create that outlasts the request timeout answers 503; when its Job
+    // A create that outlasts the request timeout returns 503. When its Job
     // appears later, the gateway deletes it instead of running a job whose
-    // caller was told it failed.
+    // caller received an error.
     fake.faults().set_latency(Duration::from_secs(3));
     let (status, body) = gateway.post("/v1/jobs", &request).await;
     assert_problem(status, &body, StatusCode::SERVICE_UNAVAILABLE, "unavailable");

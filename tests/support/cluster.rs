@@ -4,8 +4,8 @@
 //! started in the test's own process so that tests can switch its faults on
 //! and read its record of the gateway's requests. With
 //! `JOBGATE_TEST_KUBECONFIG` set, the same tests run against that real
-//! cluster instead (kind or k3d; docs/deploy.md says how), each in a
-//! namespace of its own; the tests that need the fake's fault knobs then
+//! cluster instead (kind or k3d, set up as in docs/deploy.md), each in a
+//! namespace of its own. The tests that need the fake's fault knobs then
 //! print a note and skip.
 //!
 //! Either way the gateway runs as its own process with the Role of
@@ -35,7 +35,7 @@ const FIXTURE_IMAGE: &str = "debian:bookworm-slim";
 /// real cluster.
 pub const OOM_BELOW_BYTES: u64 = 32 << 20;
 /// Images under this registry never pull: `.invalid` never resolves
-/// (RFC 2606), and the fake is told the same.
+/// (RFC 2606), and the fake is set to fail their pulls too.
 pub const UNPULLABLE_REGISTRY: &str = "registry.invalid";
 /// Seconds a pod may stay unpullable or unschedulable in these tests.
 pub const STUCK_SECONDS: u64 = 3;
@@ -175,7 +175,7 @@ impl TestCluster {
         let gateway_kubeconfig = dir.path().join("gateway.kubeconfig");
         write_token_kubeconfig(&real.kubeconfig, &gateway_kubeconfig, &token, &namespace);
 
-        // The workers' S3 credentials, as the deployment's Secret holds them.
+        // The workers' S3 credentials, as the deployment's Secret provides them.
         let mut credentials = serde_json::Map::new();
         for key in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION"] {
             if let Ok(value) = std::env::var(key) {
@@ -196,7 +196,7 @@ impl TestCluster {
         }
     }
 
-    /// The fake, when the tests run against it.
+    /// Returns the fake, when the tests run against it.
     pub fn fake(&self) -> Option<&FakeCluster> {
         self.fake.as_ref()
     }
@@ -226,15 +226,15 @@ impl TestCluster {
         }
     }
 
-    /// Names of the Jobs in the namespace.
+    /// Returns the names of the Jobs in the namespace.
     pub async fn job_names(&self) -> Vec<String> {
         let api: Api<Job> = Api::namespaced(self.admin.clone(), &self.namespace);
         let list = api.list(&ListParams::default()).await.unwrap();
         list.items.into_iter().filter_map(|job| job.metadata.name).collect()
     }
 
-    /// The `status` of a gateway job's Job, as the cluster holds it (null
-    /// when there is no such Job).
+    /// Returns the `status` of a gateway job's Job as stored in the cluster,
+    /// or null when there is no such Job.
     pub async fn job_status(&self, id: &str) -> Value {
         let api: Api<Job> = Api::namespaced(self.admin.clone(), &self.namespace);
         let job = api.get_opt(&format!("jobgate-{id}")).await.unwrap();

@@ -8,8 +8,8 @@
 //!   The client does not retry by itself, so a caller gets 503 at once
 //!   rather than waiting through the client's backoff. A create whose
 //!   outcome is unknown (a timeout, a 5xx) may still land later; such Jobs
-//!   are deleted when they appear, so no job exists that the caller was told
-//!   failed.
+//!   are deleted when they appear, so no job runs whose caller received an
+//!   error.
 //! - State comes from [`state::observe`]. A pod that cannot be pulled or
 //!   scheduled for longer than the stuck timeout fails the job with that
 //!   reason, and the Job is deleted.
@@ -86,7 +86,7 @@ pub async fn client(kubeconfig: Option<&PathBuf>) -> Result<Client, String> {
             .map_err(|e| format!("no cluster credentials found (in-cluster or KUBECONFIG): {e}"))?,
     };
     // Without the client's own retries (429, 503 and 504, up to 15 times
-    // with backoff), a submit that meets an overloaded API server answers
+    // with backoff), a submit that meets an overloaded API server returns
     // 503 with Retry-After at once instead of holding the caller's request.
     // Watches back off and resume by themselves.
     let mut config = config;
@@ -493,7 +493,7 @@ impl Executor for KubernetesExecutor {
                     .insert(spec.id, Arc::new(created));
                 Ok(())
             }
-            // The name holds the job's unique id, so an existing Job is this
+            // The name contains the job's unique id, so an existing Job is this
             // job's own.
             Ok(Err(kube::Error::Api(status))) if status.code == 409 => Ok(()),
             Ok(Err(error)) => {
@@ -554,7 +554,7 @@ impl Executor for KubernetesExecutor {
             Ok(reader) => reader,
             // The pod is gone, so its logs are too.
             Err(kube::Error::Api(status)) if status.code == 404 => return Err(ExecutorError::NotFound { id }),
-            // The kubelet answers 400 while the container has not started.
+            // The kubelet returns 400 while the container has not started.
             Err(kube::Error::Api(status)) if status.code == 400 => {
                 return Err(ExecutorError::Unavailable {
                     why: format!("the job's container has no logs yet: {}", status.message),
