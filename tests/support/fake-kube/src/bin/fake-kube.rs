@@ -24,6 +24,38 @@ struct Args {
     /// kustomize/base/rbac.yaml.
     #[arg(long)]
     role: Option<PathBuf>,
+    /// Fail pulls of images matching this pattern (`*` and `?` wildcards),
+    /// such as `registry.invalid/*`; repeatable.
+    #[arg(long, value_name = "PATTERN")]
+    fail_image_pulls: Vec<String>,
+    /// Allocatable CPU of the node, as a Kubernetes quantity (`4`, `500m`);
+    /// pods asking more stay Pending as Unschedulable.
+    #[arg(long, value_name = "QUANTITY", default_value = "4", value_parser = parse_cpu)]
+    node_cpu: u64,
+    /// Allocatable memory of the node, as a Kubernetes quantity (`8Gi`).
+    #[arg(long, value_name = "QUANTITY", default_value = "8Gi", value_parser = parse_memory)]
+    node_memory: u64,
+    /// Kill containers whose name or image matches this pattern as
+    /// OOMKilled shortly after they start; repeatable.
+    #[arg(long, value_name = "PATTERN")]
+    oom_kill: Vec<String>,
+    /// Kill containers whose memory limit is below this quantity as
+    /// OOMKilled shortly after they start.
+    #[arg(long, value_name = "QUANTITY", value_parser = parse_memory)]
+    oom_below_memory_limit: Option<u64>,
+    /// Delay every API request by this many milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    latency_ms: u64,
+}
+
+fn parse_cpu(text: &str) -> Result<u64, String> {
+    jobgate_fake_kube::quantity::cpu_millis(&serde_json::Value::String(text.to_owned()))
+        .ok_or_else(|| format!("{text:?} is not a CPU quantity such as 4 or 500m"))
+}
+
+fn parse_memory(text: &str) -> Result<u64, String> {
+    jobgate_fake_kube::quantity::memory_bytes(&serde_json::Value::String(text.to_owned()))
+        .ok_or_else(|| format!("{text:?} is not a memory quantity such as 512Mi or 8Gi"))
 }
 
 #[tokio::main]
@@ -59,6 +91,18 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
+    let faults = cluster.faults();
+    for pattern in &args.fail_image_pulls {
+        faults.fail_image_pulls(pattern);
+    }
+    faults.set_node_capacity(args.node_cpu, args.node_memory);
+    for pattern in &args.oom_kill {
+        faults.oom_kill(pattern);
+    }
+    if let Some(bytes) = args.oom_below_memory_limit {
+        faults.oom_kill_below_memory_limit(bytes);
+    }
+    faults.set_latency(std::time::Duration::from_millis(args.latency_ms));
     let gateway_path = PathBuf::from(format!("{}.jobgate", args.kubeconfig.display()));
     for (path, user) in [(&args.kubeconfig, User::Admin), (&gateway_path, User::Gateway)] {
         if let Err(error) = cluster.write_kubeconfig(path, user) {
