@@ -18,8 +18,10 @@
 //! - Terminal jobs are reported once per gateway process; several replicas
 //!   may each report a job, and recording it twice is harmless.
 
+mod api;
 pub mod preflight;
 pub mod state;
+mod sweep;
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -39,6 +41,7 @@ use tokio::sync::mpsc;
 use tokio_util::compat::FuturesAsyncReadCompatExt;
 use tokio_util::sync::CancellationToken;
 
+use self::api::api_error;
 use self::state::observe;
 use super::{
     CancelOutcome, ExecStatus, Executor, ExecutorError, JobSpec, LogOptions, LogStream,
@@ -46,12 +49,6 @@ use super::{
 };
 use crate::decorate::ID_LABEL;
 use crate::job::{JobId, JobState, Reason};
-
-/// How often jobs are checked for stuck pods and missed terminal states.
-const SWEEP_INTERVAL: Duration = Duration::from_secs(2);
-/// How long a create with an unknown outcome is watched for, in case its
-/// Job appears late.
-const ABANDONED_WATCH: Duration = Duration::from_secs(600);
 
 /// Settings of the Kubernetes executor.
 #[derive(Debug, Clone)]
@@ -295,168 +292,7 @@ impl KubernetesExecutor {
         }
     }
 
-    fn is_abandoned(&self, id: JobId) -> bool {
-        self.inner
-            .abandoned
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .contains_key(&id)
-    }
-
-    /// Remembers a job whose create may have landed although it failed.
-    fn abandon(&self, id: JobId) {
-        self.inner
-            .abandoned
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .insert(id, std::time::Instant::now());
-    }
-
-    /// Deletes the Jobs of failed creates that landed after all.
-    async fn delete_abandoned_jobs(&self) {
-        let ids: Vec<JobId> = {
-            let mut abandoned = self
-                .inner
-                .abandoned
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            abandoned.retain(|_, since| since.elapsed() < ABANDONED_WATCH);
-            abandoned.keys().copied().collect()
-        };
-        for id in ids {
-            if self.cached_job(id).is_none() {
-                continue;
-            }
-            tracing::warn!(job.id = %id, "deleting a Job whose create was reported failed");
-            match self.within_timeout(self.inner.jobs_api.delete(&job_name(id), &DeleteParams::background())).await {
-                Ok(Ok(_)) => {}
-                Ok(Err(kube::Error::Api(status))) if status.code == 404 => {}
-                Ok(Err(error)) => {
-                    tracing::warn!(job.id = %id, %error, "deleting the Job of a failed create failed; retrying");
-                    continue;
-                }
-                Err(error) => {
-                    tracing::warn!(job.id = %id, %error, "deleting the Job of a failed create failed; retrying");
-                    continue;
-                }
-            }
-            self.inner
-                .abandoned
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .remove(&id);
-        }
-    }
-
-    /// Runs an API request within the request timeout; the outer error is
-    /// the timeout.
-    async fn within_timeout<T>(
-        &self,
-        request: impl std::future::Future<Output = Result<T, kube::Error>>,
-    ) -> Result<Result<T, kube::Error>, ExecutorError> {
-        tokio::time::timeout(self.inner.config.request_timeout, request)
-            .await
-            .map_err(|_| ExecutorError::Unavailable {
-                why: format!(
-                    "the Kubernetes API did not answer within {} s",
-                    self.inner.config.request_timeout.as_secs()
-                ),
-                retry_after: Some(5),
-            })
-    }
-
-    /// Runs an API request within the request timeout, mapping its errors.
-    async fn api_call<T>(&self, request: impl std::future::Future<Output = Result<T, kube::Error>>) -> Result<T, ExecutorError> {
-        self.within_timeout(request)
-            .await?
-            .map_err(|error| api_error(error, &self.inner.config.namespace))
-    }
-
-    fn report_terminal_jobs(&self) {
-        for job in self.inner.jobs.state() {
-            let Some(id) = job_id(&job) else { continue };
-            if self.decided(id).is_some() || self.is_abandoned(id) {
-                continue;
-            }
-            let (status, _) = self.status_of(id, &job);
-            if status.state.is_terminal() {
-                self.report(id, status);
-            }
-        }
-    }
-
-    async fn sweep_loop(&self) {
-        loop {
-            tokio::select! {
-                () = self.inner.shutdown.cancelled() => return,
-                () = tokio::time::sleep(SWEEP_INTERVAL) => {}
-            }
-            self.report_terminal_jobs();
-            self.fail_stuck_jobs().await;
-            self.delete_abandoned_jobs().await;
-        }
-    }
-
-    /// Fails jobs whose pods have been unpullable or unschedulable for longer
-    /// than the stuck timeout, and deletes their Jobs.
-    async fn fail_stuck_jobs(&self) {
-        let limit = chrono::Duration::from_std(self.inner.config.stuck_timeout).unwrap_or_default();
-        for job in self.inner.jobs.state() {
-            let Some(id) = job_id(&job) else { continue };
-            if self.decided(id).is_some() {
-                continue;
-            }
-            let (mut status, stuck_since) = self.status_of(id, &job);
-            let Some(since) = stuck_since else { continue };
-            if Utc::now() - since < limit {
-                continue;
-            }
-            status.state = JobState::Failed;
-            status.finished_at = Some(Utc::now());
-            status.message = Some(format!(
-                "{} for more than {} s: {}",
-                status.reason.map_or("stuck", |r| r.as_str()),
-                limit.num_seconds(),
-                status.message.as_deref().unwrap_or("no message from the cluster")
-            ));
-            tracing::warn!(job.id = %id, reason = ?status.reason, "job stuck; failing it and deleting its Job");
-            self.decide(id, status);
-            if let Err(error) = self.api_call(self.inner.jobs_api.delete(&job_name(id), &DeleteParams::background())).await {
-                tracing::warn!(job.id = %id, %error, "deleting a stuck Job failed");
-            }
-        }
-    }
 }
-
-/// Maps an API error to the executor's error.
-fn api_error(error: kube::Error, namespace: &str) -> ExecutorError {
-    match &error {
-        kube::Error::Api(status) if status.code == 403 => {
-            tracing::warn!(message = %status.message, "the gateway lacks a permission");
-            ExecutorError::Unavailable {
-                why: format!(
-                    "the gateway's service account lacks a permission in namespace {namespace:?}: {}; \
-                     apply the Role in kustomize/base/rbac.yaml",
-                    status.message
-                ),
-                retry_after: None,
-            }
-        }
-        kube::Error::Api(status) if status.code == 422 || status.code == 400 => ExecutorError::Unrunnable {
-            executor: "kubernetes",
-            why: format!("the API server rejected the rendered Job: {}", status.message),
-        },
-        kube::Error::Api(status) if status.code == 429 || status.code >= 500 => ExecutorError::Unavailable {
-            why: format!("the Kubernetes API answered {}: {}", status.code, status.message),
-            retry_after: Some(if status.code == 429 { 5 } else { 2 }),
-        },
-        _ => ExecutorError::Unavailable {
-            why: format!("the Kubernetes API cannot be reached: {error}"),
-            retry_after: Some(5),
-        },
-    }
-}
-
 #[async_trait]
 impl Executor for KubernetesExecutor {
     fn name(&self) -> &'static str {
