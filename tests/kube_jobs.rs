@@ -253,6 +253,22 @@ async fn edited_template_config_map_applies_without_restart() {
     assert!(templates.iter().filter(|t| t["name"] != "broken").all(|t| t["valid"] == true), "{templates:?}");
     let (status, body) = gateway.post("/v1/jobs", &json!({"template": "broken", "parameters": {}})).await;
     assert_problem(status, &body, StatusCode::INTERNAL_SERVER_ERROR, "template-invalid");
+
+    // A template that renders a Job the API server rejects (422: a Job's
+    // pods may not restart Always) is the operator's error, and leaves no job.
+    let rejected: ConfigMap = serde_json::from_value(json!({
+        "metadata": {"name": "jobgate-template-rejected", "labels": {"jobgate.dev/template": "rejected"}},
+        "data": {"job.yaml": "apiVersion: batch/v1\nkind: Job\nspec:\n  template:\n    spec:\n      restartPolicy: Always\n      containers:\n        - name: main\n          image: debian:bookworm-slim\n          command: [\"true\"]\n"}
+    }))
+    .unwrap();
+    cluster.apply_config_map(rejected).await;
+    wait_templates(&gateway, "the rejected template", |templates| templates.iter().any(|t| t["name"] == "rejected")).await;
+    let (status, body) = gateway.post("/v1/jobs", &json!({"template": "rejected", "parameters": {}})).await;
+    assert_problem(status, &body, StatusCode::INTERNAL_SERVER_ERROR, "template-not-runnable");
+    let detail = body["detail"].as_str().unwrap();
+    assert!(detail.contains("API server rejected") && detail.contains("restartPolicy"), "the server's reason is passed on: {body}");
+    let (_, list) = gateway.get("/v1/jobs").await;
+    assert_eq!(list["jobs"].as_array().unwrap().len(), 2, "only the two echo jobs exist: {list}");
     let id = gateway.submit("shell", json!({"script": "true"})).await;
     assert_eq!(gateway.wait_terminal(&id).await["state"], "succeeded");
 }
