@@ -560,7 +560,10 @@ impl Gateway {
         for name in self.store.list_children("jobs/").await? {
             let Ok(id) = name.parse::<JobId>() else { continue };
             let Some(request) = self.status.request(id).await? else { continue };
-            if self.status.final_record(id).await?.is_some() || self.executor.status(id).await?.is_some() {
+            if self.status.final_record(id).await?.is_some()
+                || self.executor.status(id).await?.is_some()
+                || self.status.within_visibility_grace(&request)
+            {
                 continue;
             }
             let status = self.status.lost_status(&request);

@@ -395,3 +395,41 @@ async fn missing_permission_is_named_at_start() {
     assert!(stderr.contains("create jobs (batch)"), "{stderr}");
     assert!(stderr.contains("kustomize/base/rbac.yaml"), "the error says how to fix it: {stderr}");
 }
+
+/// Two replicas over the same cluster and store: each shows and cancels the
+/// other's jobs, and both record the same final states.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_share_jobs() {
+    let cluster = TestCluster::start().await;
+    let first = cluster.start_gateway();
+    let second = cluster.start_gateway();
+
+    let done = first.submit("shell", json!({"script": SHELL_OUTPUT})).await;
+    let view = second.wait_terminal(&done).await;
+    assert_eq!(view["state"], "succeeded", "{view}");
+    assert_eq!(first_output(&second, &view).await, "from k8s");
+
+    let long = first.submit("shell", json!({"script": "sleep 60"})).await;
+    second.wait_for(&long, "running", |v| v["state"] == "running").await;
+    let (status, _) = second.delete(&format!("/v1/jobs/{long}")).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    cluster.wait_job_deleted(&long).await;
+    for gateway in [&first, &second] {
+        let view = gateway.wait_terminal(&long).await;
+        assert_eq!(view["state"], "cancelled", "{view}");
+        let view = gateway.wait_terminal(&done).await;
+        assert_eq!(view["state"], "succeeded", "{view}");
+    }
+    // Later reads come from the record in the store, which both replicas
+    // may have written; it must say the same.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for gateway in [&first, &second] {
+        let (_, view) = gateway.get(&format!("/v1/jobs/{long}")).await;
+        assert_eq!(view["state"], "cancelled", "{view}");
+    }
+    let record: Value = serde_json::from_slice(
+        &std::fs::read(first.data_dir.join("store/jobs").join(&long).join("status.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(record["state"], "cancelled", "{record}");
+}

@@ -155,6 +155,13 @@ pub trait Executor: Send + Sync + 'static {
     /// unfinished but the executor does not know.
     fn lost_job(&self) -> (Reason, String);
 
+    /// Returns how long after its submission a job may be unknown to this
+    /// executor without being lost. Another replica may have created it,
+    /// and this one's watch not shown it yet; until then it is queued.
+    fn visibility_grace(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
+
     /// Checks that the executor can take work.
     async fn check(&self) -> Result<(), ExecutorError>;
 

@@ -162,8 +162,26 @@ impl StatusReader {
         if let Some(view) = self.final_record(id).await? {
             return Ok(Some(view));
         }
-        let status = self.lost_status(&request);
+        let status = if self.within_visibility_grace(&request) {
+            ExecStatus {
+                state: JobState::Queued,
+                reason: None,
+                message: Some("submitted; the executor does not show the job yet".into()),
+                started_at: None,
+                finished_at: None,
+                attempts: 0,
+            }
+        } else {
+            self.lost_status(&request)
+        };
         self.build(request, status, false).await.map(Some)
+    }
+
+    /// Returns true while a job unknown to the executor may still appear in
+    /// it, as a job another replica just created does.
+    pub fn within_visibility_grace(&self, request: &RequestDoc) -> bool {
+        let grace = chrono::Duration::from_std(self.executor.visibility_grace()).unwrap_or_default();
+        Utc::now() - request.created_at < grace
     }
 
     /// Builds the view to record once a job is terminal, reading progress and

@@ -161,8 +161,14 @@ impl KubernetesExecutor {
                 shutdown: shutdown.clone(),
             }),
         };
-        executor.spawn_watch(job_stream, "jobs");
-        executor.spawn_watch(pod_stream, "pods");
+        // Once the watch shows a Job, its snapshot from the create is stale:
+        // the Job may change or be deleted, by this replica or another.
+        executor.spawn_watch(job_stream, "jobs", |executor, job: &Job| {
+            if let Some(id) = job_id(job) {
+                executor.inner.created.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(&id);
+            }
+        });
+        executor.spawn_watch(pod_stream, "pods", |_, _: &Pod| {});
         let ready = async {
             executor.inner.jobs.wait_until_ready().await.ok();
             executor.inner.pods.wait_until_ready().await.ok();
@@ -178,7 +184,7 @@ impl KubernetesExecutor {
         Ok(executor)
     }
 
-    fn spawn_watch<S, K>(&self, stream: S, kind: &'static str)
+    fn spawn_watch<S, K>(&self, stream: S, kind: &'static str, on_object: impl Fn(&Self, &K) + Send + 'static)
     where
         S: futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
         K: Send + 'static,
@@ -190,7 +196,10 @@ impl KubernetesExecutor {
                 tokio::select! {
                     () = executor.inner.shutdown.cancelled() => return,
                     item = stream.next() => match item {
-                        Some(Ok(_)) => executor.report_terminal_jobs(),
+                        Some(Ok(object)) => {
+                            on_object(&executor, &object);
+                            executor.report_terminal_jobs();
+                        }
                         // The watcher relists by itself after errors; these
                         // are retried, so they are only worth a debug line.
                         Some(Err(error)) => tracing::debug!(%error, kind, "watch error; retrying"),
@@ -327,6 +336,9 @@ impl Executor for KubernetesExecutor {
                     .lock()
                     .unwrap_or_else(|poisoned| poisoned.into_inner())
                     .insert(spec.id, Arc::new(created));
+                // The watch may have shown the Job before the create
+                // returned; cached_job then drops the snapshot.
+                self.cached_job(spec.id);
                 Ok(())
             }
             // The name contains the job's unique id, so an existing Job is this
@@ -414,6 +426,12 @@ impl Executor for KubernetesExecutor {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .remove(&id);
+    }
+
+    fn visibility_grace(&self) -> Duration {
+        // A watch shows a new Job within a second in a healthy cluster; a
+        // minute leaves room for a watch that is reconnecting.
+        Duration::from_secs(60)
     }
 
     fn lost_job(&self) -> (Reason, String) {
