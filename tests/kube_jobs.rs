@@ -66,6 +66,29 @@ async fn job_runs_to_outputs_within_the_role() {
     assert!(logs.contains("half"), "{logs}");
     assert!(cluster.job_names().await.contains(&format!("jobgate-{id}")));
 
+    // Following right after submit waits for the container, then streams
+    // until it ends; tail returns the last lines only.
+    let counting = gateway
+        .submit("shell", json!({"script": "for i in 1 2 3; do echo line$i; sleep 0.3; done"}))
+        .await;
+    let response = gateway
+        .http
+        .get(gateway.url(&format!("/v1/jobs/{counting}/logs?follow=true")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let followed = response.text().await.unwrap();
+    assert!(followed.contains("line1") && followed.contains("line3"), "{followed}");
+    let response = gateway
+        .http
+        .get(gateway.url(&format!("/v1/jobs/{counting}/logs?tail=1")))
+        .send()
+        .await
+        .unwrap();
+    let tail = response.text().await.unwrap();
+    assert!(!tail.contains("line1") && !tail.is_empty(), "{tail:?}");
+
     let long = gateway.submit("shell", json!({"script": "sleep 60"})).await;
     gateway.wait_for(&long, "running", |v| v["state"] == "running").await;
     let (status, _) = gateway.delete(&format!("/v1/jobs/{long}")).await;

@@ -50,6 +50,9 @@ use super::{
 use crate::decorate::ID_LABEL;
 use crate::job::{JobId, JobState, Reason};
 
+/// How long a log follower waits for the job's container to start.
+const FOLLOW_START_WAIT: Duration = Duration::from_secs(60);
+
 /// Settings of the Kubernetes executor.
 #[derive(Debug, Clone)]
 pub struct KubernetesConfig {
@@ -215,6 +218,24 @@ impl KubernetesExecutor {
         self.inner
             .pods
             .state_filter(|pod| pod.metadata.labels.as_ref().and_then(|l| l.get(ID_LABEL)) == Some(&id))
+    }
+
+    /// Returns the newest pod of a job whose containers have started, so
+    /// that it has logs.
+    fn latest_started_pod(&self, id: JobId) -> Option<String> {
+        let mut pods = self.pods_of(id);
+        pods.retain(|pod| {
+            let status = pod.status.as_ref();
+            let phase_done = matches!(status.and_then(|s| s.phase.as_deref()), Some("Running" | "Succeeded" | "Failed"));
+            let started = status
+                .and_then(|s| s.container_statuses.as_ref())
+                .into_iter()
+                .flatten()
+                .any(|c| c.state.as_ref().is_some_and(|state| state.running.is_some() || state.terminated.is_some()));
+            phase_done || started
+        });
+        pods.sort_by_key(|pod| pod.metadata.creation_timestamp.as_ref().map(|t| t.0));
+        pods.last().and_then(|pod| pod.metadata.name.clone())
     }
 
     fn cached_job(&self, id: JobId) -> Option<Arc<Job>> {
@@ -387,12 +408,30 @@ impl Executor for KubernetesExecutor {
     }
 
     async fn logs(&self, id: JobId, options: LogOptions) -> Result<LogStream, ExecutorError> {
-        let mut pods = self.pods_of(id);
-        pods.sort_by_key(|pod| pod.metadata.creation_timestamp.as_ref().map(|t| t.0));
-        let Some(pod) = pods.last() else {
-            return Err(ExecutorError::NotFound { id });
+        // A follower that asks right after submit waits for the container to
+        // start rather than getting an error.
+        let deadline = tokio::time::Instant::now() + FOLLOW_START_WAIT;
+        let name = loop {
+            if let Some(name) = self.latest_started_pod(id) {
+                break name;
+            }
+            let finished = self.status(id).await?.is_none_or(|status| status.state.is_terminal());
+            if !options.follow || finished {
+                // No container has started, so there are no logs yet; or
+                // the pods are gone with the Job.
+                return Ok(Box::pin(futures::stream::empty()));
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(ExecutorError::Unavailable {
+                    why: format!(
+                        "the job's container has not started within {} s; follow its state and ask again",
+                        FOLLOW_START_WAIT.as_secs()
+                    ),
+                    retry_after: Some(10),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
         };
-        let name = pod.metadata.name.clone().unwrap_or_default();
         let params = LogParams {
             follow: options.follow,
             tail_lines: options.tail.map(|t| t as i64),
