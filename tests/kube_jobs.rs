@@ -71,22 +71,9 @@ async fn job_runs_to_outputs_within_the_role() {
     let counting = gateway
         .submit("shell", json!({"script": "for i in 1 2 3; do echo line$i; sleep 0.3; done"}))
         .await;
-    let response = gateway
-        .http
-        .get(gateway.url(&format!("/v1/jobs/{counting}/logs?follow=true")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    let followed = response.text().await.unwrap();
+    let followed = gateway.logs_with(&counting, "?follow=true").await;
     assert!(followed.contains("line1") && followed.contains("line3"), "{followed}");
-    let response = gateway
-        .http
-        .get(gateway.url(&format!("/v1/jobs/{counting}/logs?tail=1")))
-        .send()
-        .await
-        .unwrap();
-    let tail = response.text().await.unwrap();
+    let tail = gateway.logs_with(&counting, "?tail=1").await;
     assert!(!tail.contains("line1") && !tail.is_empty(), "{tail:?}");
 
     let long = gateway.submit("shell", json!({"script": "sleep 60"})).await;

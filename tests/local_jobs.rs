@@ -375,14 +375,7 @@ async fn logs_tail_returns_last_lines() {
     let (gateway, _templates, _data) = start();
     let id = gateway.submit("echo", json!({"text": "one\ntwo\nthree\n"})).await;
     gateway.wait_terminal(&id).await;
-    let response = gateway
-        .http
-        .get(gateway.url(&format!("/v1/jobs/{id}/logs?tail=2")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    assert_eq!(response.text().await.unwrap(), "two\nthree\n");
+    assert_eq!(gateway.logs_with(&id, "?tail=2").await, "two\nthree\n");
     let all = gateway.logs(&id).await;
     assert!(all.ends_with("one\ntwo\nthree\none\ntwo\nthree\n"), "{all}");
 }
@@ -393,14 +386,7 @@ async fn logs_follow_streams_until_the_end() {
     let id = gateway
         .submit("shell", json!({"script": "for i in 1 2 3 4 5; do echo line$i; sleep 0.2; done"}))
         .await;
-    let response = gateway
-        .http
-        .get(gateway.url(&format!("/v1/jobs/{id}/logs?follow=true")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    let followed = response.text().await.unwrap();
+    let followed = gateway.logs_with(&id, "?follow=true").await;
     assert!(followed.contains("line1"), "{followed}");
     assert!(followed.contains("line5"), "{followed}");
     let (_, view) = gateway.get(&format!("/v1/jobs/{id}")).await;

@@ -218,7 +218,13 @@ impl TestGateway {
 
     /// Returns a job's logs.
     pub async fn logs(&self, id: &str) -> String {
-        let response = self.http.get(self.url(&format!("/v1/jobs/{id}/logs"))).send().await.unwrap();
+        self.logs_with(id, "").await
+    }
+
+    /// Returns a job's logs for a query such as `?tail=2` or `?follow=true`,
+    /// asserting `200`.
+    pub async fn logs_with(&self, id: &str, query: &str) -> String {
+        let response = self.http.get(self.url(&format!("/v1/jobs/{id}/logs{query}"))).send().await.unwrap();
         assert_eq!(response.status(), StatusCode::OK);
         response.text().await.unwrap()
     }
