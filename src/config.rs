@@ -76,7 +76,8 @@ pub struct ServeArgs {
     #[arg(long, env = "JOBGATE_WORKER_SECRET")]
     pub worker_secret: Option<String>,
 
-    /// Seconds a pod may stay unpullable or unschedulable before its job fails.
+    /// Seconds a pod may stay unpullable, unschedulable or without its
+    /// ConfigMaps or Secrets before its job fails.
     #[arg(long, env = "JOBGATE_STUCK_SECONDS", default_value = "300")]
     pub stuck_seconds: String,
 

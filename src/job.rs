@@ -146,6 +146,9 @@ pub enum Reason {
     Evicted,
     /// A container could not be started, for example because its command does not exist.
     StartError,
+    /// A container's environment names a ConfigMap or Secret, or a key in
+    /// one, that does not exist, such as a missing worker Secret.
+    CreateContainerConfigError,
     /// The gateway stopped while the job was queued or running, so the job was lost.
     GatewayRestarted,
     /// The Job was deleted from the cluster before the gateway recorded its result.
@@ -166,6 +169,7 @@ impl Reason {
             Self::CrashLoopBackOff => "CrashLoopBackOff",
             Self::Evicted => "Evicted",
             Self::StartError => "StartError",
+            Self::CreateContainerConfigError => "CreateContainerConfigError",
             Self::GatewayRestarted => "GatewayRestarted",
             Self::JobDeleted => "JobDeleted",
         }

@@ -187,6 +187,18 @@ async fn unschedulable_pod_fails_the_job() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_worker_secret_fails_the_job() {
+    let cluster = TestCluster::start().await;
+    let gateway = cluster.start_gateway_with(&["--worker-secret", "jobgate-missing"]);
+    let id = gateway.submit("shell", json!({"script": "true"})).await;
+    let done = gateway.wait_terminal(&id).await;
+    assert_eq!(done["state"], "failed", "{done}");
+    assert_eq!(done["reason"], "CreateContainerConfigError", "{done}");
+    assert!(done["message"].as_str().unwrap().contains("jobgate-missing"), "the message names the Secret: {done}");
+    cluster.wait_job_deleted(&id).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oom_killed_container_fails_the_job() {
     let cluster = TestCluster::start().await;
     let gateway = cluster.start_gateway();

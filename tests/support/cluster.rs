@@ -280,10 +280,16 @@ impl TestCluster {
         self.start_gateway_with(&[])
     }
 
-    /// Starts a gateway as [`TestCluster::start_gateway`] does, with extra flags.
+    /// Starts a gateway as [`TestCluster::start_gateway`] does, with extra
+    /// flags (`--flag value` pairs) that replace the defaults they name.
     pub fn start_gateway_with(&self, extra: &[&str]) -> TestGateway {
-        let args = self.gateway_args();
-        let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let defaults = self.gateway_args();
+        let mut args: Vec<&str> = Vec::new();
+        for pair in defaults.chunks(2) {
+            if !extra.contains(&pair[0].as_str()) {
+                args.extend(pair.iter().map(String::as_str));
+            }
+        }
         args.extend_from_slice(extra);
         let data = self.dir.path().join("data");
         TestGateway::start(self.dir.path(), &data, &args)

@@ -65,7 +65,8 @@ pub struct KubernetesConfig {
     /// Secret whose keys become environment variables of every container,
     /// such as the workers' S3 credentials.
     pub worker_secret: Option<String>,
-    /// Time a pod may stay unpullable or unschedulable before the job fails.
+    /// Time a pod may stay unpullable, unschedulable or without its
+    /// ConfigMaps or Secrets before the job fails.
     pub stuck_timeout: Duration,
     /// Time a create, delete or log request may take.
     pub request_timeout: Duration,

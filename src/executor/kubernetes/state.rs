@@ -125,7 +125,8 @@ fn failure_reason(condition_reason: Option<&str>, pods: &[&Pod]) -> (Reason, Opt
 }
 
 /// Returns the state of a pod that cannot start: its image cannot be pulled,
-/// or no node can take it.
+/// its environment names a missing ConfigMap or Secret, or no node can take
+/// it.
 fn stuck_reason(pod: &Pod) -> Option<Observed> {
     let status = pod.status.as_ref()?;
     if status.phase.as_deref() != Some("Pending") {
@@ -144,6 +145,7 @@ fn stuck_reason(pod: &Pod) -> Option<Observed> {
             Some("ErrImagePull") => Reason::ErrImagePull,
             Some("ImagePullBackOff") => Reason::ImagePullBackOff,
             Some("InvalidImageName") => Reason::ErrImagePull,
+            Some("CreateContainerConfigError") => Reason::CreateContainerConfigError,
             _ => continue,
         };
         return Some(Observed {
@@ -244,6 +246,13 @@ mod tests {
                 vec![pod(json!({"phase": "Pending", "containerStatuses": [{"name": "main", "image": "nope:1", "imageID": "", "ready": false, "restartCount": 0, "state": {"waiting": {"reason": "ErrImagePull", "message": "rpc error: not found"}}}]}))],
                 JobState::Queued,
                 Some(Reason::ErrImagePull),
+            ),
+            (
+                "missing Secret in envFrom",
+                job(json!({"active": 1}), false),
+                vec![pod(json!({"phase": "Pending", "containerStatuses": [{"name": "main", "image": "w", "imageID": "", "ready": false, "restartCount": 0, "state": {"waiting": {"reason": "CreateContainerConfigError", "message": "secret \"jobgate-s3\" not found"}}}]}))],
+                JobState::Queued,
+                Some(Reason::CreateContainerConfigError),
             ),
             (
                 "unschedulable",

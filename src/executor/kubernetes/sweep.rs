@@ -1,5 +1,6 @@
 //! The executor's periodic sweep: terminal states the watches did not
-//! report, pods stuck unpullable or unschedulable, and Jobs of failed
+//! report, pods stuck unpullable, unschedulable or without their
+//! ConfigMaps or Secrets, and Jobs of failed
 //! creates that landed after all.
 
 use std::time::Duration;
@@ -95,7 +96,7 @@ impl KubernetesExecutor {
         }
     }
 
-    /// Fails jobs whose pods have been unpullable or unschedulable for longer
+    /// Fails jobs whose pods have been stuck (see [`super::state::observe`]) for longer
     /// than the stuck timeout, and deletes their Jobs.
     async fn fail_stuck_jobs(&self) {
         let limit = chrono::Duration::from_std(self.inner.config.stuck_timeout).unwrap_or_default();
