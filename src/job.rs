@@ -146,6 +146,9 @@ pub enum Reason {
     Evicted,
     /// A container could not be started, for example because its command does not exist.
     StartError,
+    /// The cluster created no pod for the job, for example because a
+    /// ResourceQuota is exceeded or an admission policy rejects the pod.
+    FailedCreate,
     /// A container's environment names a ConfigMap or Secret, or a key in
     /// one, that does not exist, such as a missing worker Secret.
     CreateContainerConfigError,
@@ -169,6 +172,7 @@ impl Reason {
             Self::CrashLoopBackOff => "CrashLoopBackOff",
             Self::Evicted => "Evicted",
             Self::StartError => "StartError",
+            Self::FailedCreate => "FailedCreate",
             Self::CreateContainerConfigError => "CreateContainerConfigError",
             Self::GatewayRestarted => "GatewayRestarted",
             Self::JobDeleted => "JobDeleted",

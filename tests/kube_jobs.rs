@@ -187,6 +187,25 @@ async fn unschedulable_pod_fails_the_job() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pod_refused_by_quota_fails_the_job() {
+    let cluster = TestCluster::start().await;
+    cluster.limit_pod_cpu(1000).await;
+    let gateway = cluster.start_gateway();
+    let id = gateway.submit("sized", json!({"script": "true", "cpu": "2"})).await;
+    let queued = gateway.get(&format!("/v1/jobs/{id}")).await.1;
+    assert_eq!(queued["state"], "queued", "{queued}");
+    let done = gateway.wait_terminal(&id).await;
+    assert_eq!(done["state"], "failed", "{done}");
+    assert_eq!(done["reason"], "FailedCreate", "{done}");
+    let message = done["message"].as_str().unwrap();
+    assert!(message.contains(&format!("kubectl describe job jobgate-{id}")), "the message says where to look: {done}");
+    cluster.wait_job_deleted(&id).await;
+
+    let id = gateway.submit("sized", json!({"script": "true", "cpu": "500m"})).await;
+    assert_eq!(gateway.wait_terminal(&id).await["state"], "succeeded", "a pod within the quota runs");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_worker_secret_fails_the_job() {
     let cluster = TestCluster::start().await;
     let gateway = cluster.start_gateway_with(&["--worker-secret", "jobgate-missing"]);

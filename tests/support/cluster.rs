@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use jobgate_fake_kube::{FakeCluster, Options, User};
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, ResourceQuota, Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::Api;
@@ -223,6 +223,25 @@ impl TestCluster {
                 api.patch(&name, &PatchParams::default(), &Patch::Merge(&config_map)).await.unwrap();
             }
             Err(error) => panic!("creating ConfigMap {name} failed: {error}"),
+        }
+    }
+
+    /// Limits the CPU a pod may request in the namespace, as a ResourceQuota
+    /// does: the Job controller cannot create a pod that asks for more.
+    pub async fn limit_pod_cpu(&self, millis: u64) {
+        match &self.fake {
+            Some(fake) => fake.faults().set_cpu_quota(Some(millis)),
+            None => {
+                let quota: ResourceQuota = serde_json::from_value(json!({
+                    "metadata": {"name": "compute"},
+                    "spec": {"hard": {"requests.cpu": format!("{millis}m")}}
+                }))
+                .unwrap();
+                Api::<ResourceQuota>::namespaced(self.admin.clone(), &self.namespace)
+                    .create(&PostParams::default(), &quota)
+                    .await
+                    .unwrap();
+            }
         }
     }
 

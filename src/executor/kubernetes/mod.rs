@@ -258,7 +258,7 @@ impl KubernetesExecutor {
         }
     }
 
-    fn status_of(&self, id: JobId, job: &Job) -> (ExecStatus, Option<chrono::DateTime<Utc>>) {
+    fn status_of(&self, id: JobId, job: &Job) -> (ExecStatus, Option<state::Stuck>) {
         let pods = self.pods_of(id);
         let pod_refs: Vec<&Pod> = pods.iter().map(Arc::as_ref).collect();
         let observed = observe(job, &pod_refs);
@@ -287,7 +287,7 @@ impl KubernetesExecutor {
                 finished_at,
                 attempts: attempts.max(pods.len() as u32),
             },
-            observed.stuck_since,
+            observed.stuck,
         )
     }
 

@@ -17,8 +17,20 @@ pub struct Observed {
     pub reason: Option<Reason>,
     /// Kubernetes' message for the reason.
     pub message: Option<String>,
-    /// Since when the job has been stuck for `reason` (pending pods only).
-    pub stuck_since: Option<DateTime<Utc>>,
+    /// Why and since when the job cannot start, when it cannot.
+    pub stuck: Option<Stuck>,
+}
+
+/// A job that cannot start, and what to fail it with once it has been stuck
+/// for too long.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stuck {
+    /// Since when.
+    pub since: DateTime<Utc>,
+    /// The failure reason.
+    pub reason: Reason,
+    /// The cluster's message, or what to check.
+    pub message: String,
 }
 
 impl Observed {
@@ -27,7 +39,17 @@ impl Observed {
             state,
             reason: None,
             message: None,
-            stuck_since: None,
+            stuck: None,
+        }
+    }
+
+    fn stuck(reason: Reason, message: Option<String>, since: Option<DateTime<Utc>>) -> Self {
+        let message = message.unwrap_or_else(|| "no message from the cluster".into());
+        Self {
+            state: JobState::Queued,
+            reason: Some(reason),
+            message: Some(message.clone()),
+            stuck: since.map(|since| Stuck { since, reason, message }),
         }
     }
 }
@@ -70,6 +92,23 @@ pub fn observe(job: &Job, pods: &[&Pod]) -> Observed {
     }
     if let Some(stuck) = pods.iter().find_map(|pod| stuck_reason(pod)) {
         return stuck;
+    }
+    if pods.is_empty() {
+        // The Job controller creates a pod within moments, unless the
+        // cluster refuses it (an exceeded ResourceQuota, an admission
+        // policy). The refusal is only an Event, which the gateway does not
+        // read, so the job stays plainly queued until the stuck timeout.
+        let mut observed = Observed::new(JobState::Queued);
+        observed.stuck = job.metadata.creation_timestamp.as_ref().map(|created| Stuck {
+            since: to_chrono(created),
+            reason: Reason::FailedCreate,
+            message: format!(
+                "the cluster created no pod for the Job, for example because a ResourceQuota is exceeded \
+                 or an admission policy rejects it; `kubectl describe job {}` shows the cluster's events",
+                job.metadata.name.as_deref().unwrap_or_default()
+            ),
+        });
+        return observed;
     }
     let running = pods
         .iter()
@@ -148,26 +187,24 @@ fn stuck_reason(pod: &Pod) -> Option<Observed> {
             Some("CreateContainerConfigError") => Reason::CreateContainerConfigError,
             _ => continue,
         };
-        return Some(Observed {
-            state: JobState::Queued,
-            reason: Some(reason),
-            message: waiting.message.clone(),
-            stuck_since: pod.metadata.creation_timestamp.as_ref().map(to_chrono),
-        });
+        return Some(Observed::stuck(
+            reason,
+            waiting.message.clone(),
+            pod.metadata.creation_timestamp.as_ref().map(to_chrono),
+        ));
     }
     let unschedulable = status.conditions.iter().flatten().find(|c| {
         c.type_ == "PodScheduled" && c.status == "False" && c.reason.as_deref() == Some("Unschedulable")
     })?;
-    Some(Observed {
-        state: JobState::Queued,
-        reason: Some(Reason::Unschedulable),
-        message: unschedulable.message.clone(),
-        stuck_since: unschedulable
+    Some(Observed::stuck(
+        Reason::Unschedulable,
+        unschedulable.message.clone(),
+        unschedulable
             .last_transition_time
             .as_ref()
             .map(to_chrono)
             .or_else(|| pod.metadata.creation_timestamp.as_ref().map(to_chrono)),
-    })
+    ))
 }
 
 /// Returns CrashLoopBackOff for a pod whose container keeps restarting.
@@ -313,10 +350,26 @@ mod tests {
     }
 
     #[test]
+    fn job_without_pods_is_stuck_since_its_creation() {
+        let mut without_pods = job(json!({}), false);
+        without_pods.metadata.creation_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            "2026-01-01T00:00:05Z".parse().unwrap(),
+        ));
+        let observed = observe(&without_pods, &[]);
+        assert_eq!(observed.state, JobState::Queued);
+        assert_eq!(observed.reason, None, "the refusal is not shown before the timeout");
+        let stuck = observed.stuck.unwrap();
+        assert_eq!(stuck.reason, Reason::FailedCreate);
+        assert_eq!(stuck.since.to_rfc3339(), "2026-01-01T00:00:05+00:00");
+        assert!(stuck.message.contains("kubectl describe job jobgate-x"), "{}", stuck.message);
+        assert_eq!(observe(&job(json!({}), true), &[]).stuck, None, "a suspended Job is not stuck");
+    }
+
+    #[test]
     fn stuck_pods_carry_their_start() {
         let pending = pod(json!({"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "0/1 nodes are available", "lastTransitionTime": "2026-01-01T00:00:02Z"}]}));
         let observed = observe(&job(json!({"active": 1}), false), &[&pending]);
-        assert_eq!(observed.stuck_since.unwrap().to_rfc3339(), "2026-01-01T00:00:02+00:00");
+        assert_eq!(observed.stuck.unwrap().since.to_rfc3339(), "2026-01-01T00:00:02+00:00");
         assert_eq!(observed.message.as_deref(), Some("0/1 nodes are available"));
     }
 

@@ -105,19 +105,15 @@ impl KubernetesExecutor {
             if self.decided(id).is_some() {
                 continue;
             }
-            let (mut status, stuck_since) = self.status_of(id, &job);
-            let Some(since) = stuck_since else { continue };
-            if Utc::now() - since < limit {
+            let (mut status, stuck) = self.status_of(id, &job);
+            let Some(stuck) = stuck else { continue };
+            if Utc::now() - stuck.since < limit {
                 continue;
             }
             status.state = JobState::Failed;
             status.finished_at = Some(Utc::now());
-            status.message = Some(format!(
-                "{} for more than {} s: {}",
-                status.reason.map_or("stuck", |r| r.as_str()),
-                limit.num_seconds(),
-                status.message.as_deref().unwrap_or("no message from the cluster")
-            ));
+            status.reason = Some(stuck.reason);
+            status.message = Some(format!("{} for more than {} s: {}", stuck.reason, limit.num_seconds(), stuck.message));
             tracing::warn!(job.id = %id, reason = ?status.reason, "job stuck; failing it and deleting its Job");
             self.decide(id, status);
             if let Err(error) = self.api_call(self.inner.jobs_api.delete(&job_name(id), &DeleteParams::background())).await {

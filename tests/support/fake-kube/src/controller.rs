@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 
 use crate::api::DeleteOptions;
 use crate::cluster::Shared;
+use crate::error::ApiError;
 use crate::events::{self, Source};
 use crate::objects::{self, name_of, now, uid_of};
 use crate::resource::Resource;
@@ -354,10 +355,12 @@ fn create_pod(shared: &Shared, job: &Value) {
     if let Some(annotations) = template.pointer("/metadata/annotations") {
         pod["metadata"]["annotations"] = annotations.clone();
     }
-    let created = objects::prepare_create(Resource::Pods, namespace, &mut pod).and_then(|()| {
-        let key = Key::new(Resource::Pods, namespace, name_of(&pod));
-        shared.store.create(key, pod)
-    });
+    let created = objects::prepare_create(Resource::Pods, namespace, &mut pod)
+        .and_then(|()| check_quota(shared, &pod))
+        .and_then(|()| {
+            let key = Key::new(Resource::Pods, namespace, name_of(&pod));
+            shared.store.create(key, pod)
+        });
     match created {
         Ok(pod) => {
             let message = format!("Created pod: {}", name_of(&pod));
@@ -369,6 +372,25 @@ fn create_pod(shared: &Shared, job: &Value) {
             events::record(&shared.store, job, true, "FailedCreate", &message, Source::JobController, None);
         }
     }
+}
+
+/// Refuses a pod that asks for more CPU than the quota, with the message of
+/// the ResourceQuota admission plugin.
+fn check_quota(shared: &Shared, pod: &Value) -> Result<(), ApiError> {
+    let Some(quota) = shared.faults.cpu_quota() else { return Ok(()) };
+    let (cpu, _) = crate::quantity::pod_requests(&pod["spec"]);
+    if cpu <= quota {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        403,
+        "Forbidden",
+        format!(
+            "pods {:?} is forbidden: exceeded quota: compute, requested: requests.cpu={cpu}m, \
+             used: requests.cpu=0, limited: requests.cpu={quota}m",
+            name_of(pod)
+        ),
+    ))
 }
 
 /// Deletes pods whose owning Jobs are gone (Background propagation).

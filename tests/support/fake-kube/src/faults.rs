@@ -48,6 +48,7 @@ struct FaultState {
     oom_memory_limit_below: Option<u64>,
     oom_delay: Duration,
     capacity: NodeCapacity,
+    cpu_quota: Option<u64>,
     latency: Duration,
     injected: VecDeque<InjectedStatus>,
     injected_served: usize,
@@ -73,6 +74,7 @@ impl Default for Faults {
                     cpu_millis: DEFAULT_NODE_CPU_MILLIS,
                     memory_bytes: DEFAULT_NODE_MEMORY_BYTES,
                 },
+                cpu_quota: None,
                 latency: Duration::ZERO,
                 injected: VecDeque::new(),
                 injected_served: 0,
@@ -119,6 +121,19 @@ impl Faults {
     /// Returns the node's allocatable resources.
     pub fn node_capacity(&self) -> NodeCapacity {
         self.lock().capacity
+    }
+
+    /// Sets a ResourceQuota on `requests.cpu` (millicores) for every
+    /// namespace: the job controller cannot create a pod that asks for more,
+    /// and records FailedCreate events instead. Pods are checked one by
+    /// one, without counting the requests of pods already running.
+    pub fn set_cpu_quota(&self, millis: Option<u64>) {
+        self.lock().cpu_quota = millis;
+    }
+
+    /// Returns the CPU quota, in millicores.
+    pub fn cpu_quota(&self) -> Option<u64> {
+        self.lock().cpu_quota
     }
 
     /// Makes containers whose name or image matches `pattern` (wildcards as in

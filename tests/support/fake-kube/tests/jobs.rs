@@ -303,6 +303,30 @@ async fn oversized_pod_is_unschedulable() {
 }
 
 #[tokio::test]
+async fn pod_over_quota_is_never_created() {
+    let fixture = fixture().await;
+    fixture.cluster.faults().set_cpu_quota(Some(1000));
+    let resources = json!({ "template": { "spec": { "containers": [{
+        "name": "main", "image": "busybox:1.36", "command": ["true"],
+        "resources": { "requests": { "cpu": "2" } },
+    }] } } });
+    fixture.jobs.create(&PostParams::default(), &shell_job("greedy", "", resources)).await.unwrap();
+
+    let events = fixture.events.clone();
+    let message = wait_for("a FailedCreate event", move || {
+        let events = events.clone();
+        async move {
+            let list = events.list(&ListParams::default()).await.unwrap();
+            list.items.into_iter().find(|e| e.reason.as_deref() == Some("FailedCreate")).and_then(|e| e.message)
+        }
+    })
+    .await;
+
+    assert!(message.contains("exceeded quota: compute, requested: requests.cpu=2000m"), "{message}");
+    assert!(fixture.pods_of("greedy").await.is_empty());
+}
+
+#[tokio::test]
 async fn failed_pull_reports_backoff() {
     let fixture = fixture().await;
     fixture.cluster.faults().fail_image_pulls("registry.invalid/*");
