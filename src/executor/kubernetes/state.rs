@@ -17,7 +17,7 @@ pub struct Observed {
     pub reason: Option<Reason>,
     /// Kubernetes' message for the reason.
     pub message: Option<String>,
-    /// Why and since when the job cannot start, when it cannot.
+    /// The reason the job cannot start and since when, if it cannot.
     pub stuck: Option<Stuck>,
 }
 

@@ -374,7 +374,7 @@ fn create_pod(shared: &Shared, job: &Value) {
     }
 }
 
-/// Refuses a pod that asks for more CPU than the quota, with the message of
+/// Refuses a pod that requests more CPU than the quota, with the message of
 /// the ResourceQuota admission plugin.
 fn check_quota(shared: &Shared, pod: &Value) -> Result<(), ApiError> {
     let Some(quota) = shared.faults.cpu_quota() else { return Ok(()) };
