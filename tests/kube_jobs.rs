@@ -13,7 +13,7 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use support::cluster::{TestCluster, STUCK_SECONDS, UNPULLABLE_REGISTRY};
-use support::{assert_problem, TestGateway};
+use support::{assert_problem, is_running, TestGateway};
 
 const SHELL_OUTPUT: &str =
     "echo 'progress 50 half'; sleep 1; mkdir -p out; printf 'from k8s' > out/k.txt; echo 'output out/k.txt'";
@@ -129,7 +129,11 @@ async fn failures_retries_deadline_and_cancel() {
     assert_eq!(done["state"], "failed", "{done}");
     assert_eq!(done["reason"], "DeadlineExceeded", "{done}");
 
-    let long = gateway.submit("shell", json!({"script": "sleep 60"})).await;
+    // In the fake the pod's processes run here, so the test can check that
+    // cancelling stops them: SIGTERM, then SIGKILL after the grace period.
+    let pid_file = cluster.dir.path().join("sleep.pid");
+    let script = format!("sleep 120 & echo $! > '{}'; wait", pid_file.display());
+    let long = gateway.submit("shell", json!({"script": script, "grace": 1})).await;
     gateway.wait_for(&long, "running", |v| v["state"] == "running").await;
     let (status, _) = gateway.delete(&format!("/v1/jobs/{long}")).await;
     assert_eq!(status, StatusCode::ACCEPTED);
@@ -137,6 +141,15 @@ async fn failures_retries_deadline_and_cancel() {
     assert_eq!(done["state"], "cancelled", "{done}");
     let (status, body) = gateway.delete(&format!("/v1/jobs/{long}")).await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    cluster.wait_job_deleted(&long).await;
+    if cluster.fake().is_some() {
+        let pid: i32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+        let started = Instant::now();
+        while is_running(pid) {
+            assert!(started.elapsed() < Duration::from_secs(15), "the job's sleep process {pid} survived the cancel");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
 }
 
 /// Submits a job whose pod cannot start and checks that the gateway shows

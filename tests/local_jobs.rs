@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use support::{assert_problem, template_dir, TestGateway};
+use support::{assert_problem, is_running, template_dir, TestGateway};
 
 fn start() -> (TestGateway, tempfile::TempDir, tempfile::TempDir) {
     let templates = template_dir();
@@ -223,19 +223,6 @@ async fn cancel_stops_the_processes() {
 
     let (status, body) = gateway.delete(&format!("/v1/jobs/{id}")).await;
     assert_problem(status, &body, StatusCode::CONFLICT, "job-finished");
-}
-
-/// Returns true while a process exists and is not a zombie: a killed process
-/// whose parent died stays a zombie until init reaps it, which in a container
-/// may be never.
-fn is_running(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .map(|(_, rest)| rest.trim_start())
-            .is_some_and(|rest| !rest.starts_with('Z')),
-        Err(_) => false,
-    }
 }
 
 #[tokio::test]

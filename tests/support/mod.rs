@@ -265,3 +265,16 @@ pub fn assert_problem(status: StatusCode, body: &Value, expected: StatusCode, ki
     assert_eq!(body["status"].as_u64(), Some(expected.as_u16() as u64), "{body}");
     assert!(body["detail"].as_str().is_some_and(|d| !d.is_empty()), "{body}");
 }
+
+/// Returns true while a process exists and is not a zombie: a killed process
+/// whose parent died stays a zombie until init reaps it, which in a container
+/// may be never.
+pub fn is_running(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.trim_start())
+            .is_some_and(|rest| !rest.starts_with('Z')),
+        Err(_) => false,
+    }
+}

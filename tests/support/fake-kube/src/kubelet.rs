@@ -49,6 +49,14 @@ pub(crate) async fn run(shared: Arc<Shared>) {
         let (pods, _) = shared.store.list(Resource::Pods, None);
         let present: HashSet<String> = pods.iter().map(|pod| uid_of(pod).to_string()).collect();
         started.retain(|uid| present.contains(uid));
+        // A pod removed from the API without a grace period (a forced
+        // delete) still has running containers; stop them, as the kubelet
+        // does when it no longer finds the pod.
+        for (uid, token) in shared.running_pods.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).iter() {
+            if !present.contains(uid) {
+                token.cancel();
+            }
+        }
         for pod in pods {
             let uid = uid_of(&pod).to_string();
             let namespace = pod.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or_default().to_string();

@@ -117,13 +117,20 @@ fn set_resource_version(object: &mut Value, version: u64) {
     object["metadata"]["resourceVersion"] = json!(version.to_string());
 }
 
+/// Returns true for an object whose deletion nothing holds up any more: no
+/// finalizers, and no grace period in which a kubelet stops its containers
+/// (the kubelet removes such a pod itself once they have stopped).
 fn is_finalized_deletion(object: &Value) -> bool {
     let deleting = object.pointer("/metadata/deletionTimestamp").is_some_and(|v| !v.is_null());
     let finalizers = object
         .pointer("/metadata/finalizers")
         .and_then(Value::as_array)
         .is_some_and(|list| !list.is_empty());
-    deleting && !finalizers
+    let graceful = object
+        .pointer("/metadata/deletionGracePeriodSeconds")
+        .and_then(Value::as_i64)
+        .is_some_and(|seconds| seconds > 0);
+    deleting && !finalizers && !graceful
 }
 
 impl Store {

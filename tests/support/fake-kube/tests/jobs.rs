@@ -388,6 +388,47 @@ async fn background_delete_removes_pods() {
 }
 
 #[tokio::test]
+async fn deleted_pod_terminates_gracefully() {
+    let fixture = fixture().await;
+    let marker = tempfile::tempdir().unwrap();
+    let path = marker.path().join("term");
+    // The shell writes the marker when SIGTERM reaches it, then exits.
+    let script = format!("trap 'echo term > {}; exit 0' TERM; sleep 30 & wait", path.display());
+    let spec = json!({ "template": { "spec": { "terminationGracePeriodSeconds": 5 } } });
+    fixture.jobs.create(&PostParams::default(), &shell_job("graceful", &script, spec)).await.unwrap();
+    let pods = fixture.pods.clone();
+    let name = wait_for("the pod to run", move || {
+        let pods = pods.clone();
+        async move {
+            let params = ListParams::default().labels("batch.kubernetes.io/job-name=graceful");
+            let pod = pods.list(&params).await.unwrap().items.into_iter().next()?;
+            (pod.status?.phase.as_deref() == Some("Running")).then(|| pod.metadata.name.unwrap())
+        }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let deleted = fixture.pods.delete(&name, &DeleteParams::default()).await.unwrap();
+
+    let pod = deleted.left().expect("a graceful delete returns the pod");
+    assert!(pod.metadata.deletion_timestamp.is_some());
+    assert_eq!(pod.metadata.deletion_grace_period_seconds, Some(5));
+    let path_seen = path.clone();
+    wait_for("the container to get SIGTERM", move || {
+        let path = path_seen.clone();
+        async move { path.exists().then_some(()) }
+    })
+    .await;
+    let pods = fixture.pods.clone();
+    wait_for("the pod to go", move || {
+        let pods = pods.clone();
+        let name = name.clone();
+        async move { pods.get_opt(&name).await.unwrap().is_none().then_some(()) }
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn default_delete_orphans_pods() {
     let fixture = fixture().await;
     fixture.jobs.create(&PostParams::default(), &shell_job("parent", "sleep 2", json!({}))).await.unwrap();
