@@ -162,6 +162,7 @@ async fn assert_stuck_then_failed(cluster: &TestCluster, parameters: Value, reas
         .wait_for(&id, "queued with a reason", |v| v["reason"].is_string() || is_terminal(v))
         .await;
     assert_eq!(waiting["state"], "queued", "the reason shows while the job waits: {waiting}");
+    assert!(waiting["started_at"].is_null(), "nothing has started: {waiting}");
     assert!(reasons.contains(&waiting["reason"].as_str().unwrap()), "{waiting}");
 
     let submitted = Instant::now();

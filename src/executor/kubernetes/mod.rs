@@ -283,7 +283,7 @@ impl KubernetesExecutor {
                 state: observed.state,
                 reason: observed.reason,
                 message: observed.message,
-                started_at: status.start_time.as_ref().map(state::to_chrono),
+                started_at: state::first_container_start(&pod_refs),
                 finished_at,
                 attempts: attempts.max(pods.len() as u32),
             },

@@ -59,6 +59,28 @@ pub fn to_chrono(time: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time) ->
     DateTime::from_timestamp(time.0.as_second(), time.0.subsec_nanosecond().max(0) as u32).unwrap_or_default()
 }
 
+/// Returns when the job's work started: the earliest start of any of its
+/// containers. The Job's own `startTime` is earlier, set while its first pod
+/// may still wait for a node or an image.
+pub fn first_container_start(pods: &[&Pod]) -> Option<DateTime<Utc>> {
+    pods.iter()
+        .filter_map(|pod| pod.status.as_ref())
+        .flat_map(|status| {
+            status
+                .init_container_statuses
+                .iter()
+                .flatten()
+                .chain(status.container_statuses.iter().flatten())
+        })
+        .filter_map(|container| {
+            let state = container.state.as_ref()?;
+            let running = state.running.as_ref().and_then(|r| r.started_at.as_ref());
+            let terminated = state.terminated.as_ref().and_then(|t| t.started_at.as_ref());
+            running.or(terminated).map(to_chrono)
+        })
+        .min()
+}
+
 fn condition_true<'a>(job: &'a Job, kind: &str) -> Option<&'a k8s_openapi::api::batch::v1::JobCondition> {
     job.status
         .as_ref()?
@@ -347,6 +369,16 @@ mod tests {
             assert_eq!(observed.state, state, "{name}");
             assert_eq!(observed.reason, reason, "{name}");
         }
+    }
+
+    #[test]
+    fn work_starts_with_the_first_container() {
+        let pending = pod(json!({"phase": "Pending", "containerStatuses": [{"name": "main", "image": "w", "imageID": "", "ready": false, "restartCount": 0, "state": {"waiting": {"reason": "ContainerCreating"}}}]}));
+        assert_eq!(first_container_start(&[&pending]), None);
+        let failed = pod(json!({"phase": "Failed", "containerStatuses": [{"name": "main", "image": "w", "imageID": "", "ready": false, "restartCount": 0, "state": {"terminated": {"exitCode": 1, "startedAt": "2026-01-01T00:00:03Z", "finishedAt": "2026-01-01T00:00:04Z"}}}]}));
+        let running = pod(json!({"phase": "Running", "containerStatuses": [{"name": "main", "image": "w", "imageID": "", "ready": true, "restartCount": 0, "state": {"running": {"startedAt": "2026-01-01T00:00:07Z"}}}]}));
+        let start = first_container_start(&[&running, &pending, &failed]).unwrap();
+        assert_eq!(start.to_rfc3339(), "2026-01-01T00:00:03+00:00");
     }
 
     #[test]
