@@ -145,6 +145,18 @@ async fn unknown_template_is_not_found() {
 }
 
 #[tokio::test]
+async fn misspelt_submit_field_is_rejected() {
+    let (gateway, _templates, _data) = start();
+    let (status, body) = gateway
+        .post("/v1/jobs", &json!({"template": "echo", "paramters": {"text": "hi"}}))
+        .await;
+    assert_problem(status, &body, StatusCode::BAD_REQUEST, "invalid-request");
+    assert!(body["detail"].as_str().unwrap().contains("paramters"), "the field is named: {body}");
+    let (_, list) = gateway.get("/v1/jobs").await;
+    assert_eq!(list["jobs"], json!([]), "no job was created: {list}");
+}
+
+#[tokio::test]
 async fn failing_command_reports_error_and_stderr() {
     let (gateway, _templates, _data) = start();
     let id = gateway

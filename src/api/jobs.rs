@@ -18,9 +18,10 @@ use crate::status::{JobView, Output, Progress};
 /// Most log lines one request returns.
 const MAX_LOG_TAIL: usize = 100_000;
 
-/// A request to run a job.
+/// A request to run a job. Other fields are rejected with 400, so that a
+/// misspelt `parameters` is an error rather than a job with defaults.
 #[derive(Debug, Object)]
-#[oai(example)]
+#[oai(example, deny_unknown_fields)]
 pub struct SubmitJob {
     /// Template name, as listed by `GET /v1/templates`.
     #[oai(validator(max_length = 63))]
