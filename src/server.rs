@@ -183,14 +183,22 @@ pub async fn run_until(config: ServeConfig, shutdown: CancellationToken) -> Resu
             source,
         })?;
     for addr in acceptor.local_addr() {
-        tracing::info!(address = %addr, executor = executor.name(), max_running = config.max_running, "listening");
+        match config.executor {
+            ExecutorKind::Local => {
+                tracing::info!(address = %addr, executor = executor.name(), max_running = config.max_running, "listening");
+            }
+            ExecutorKind::Kubernetes => tracing::info!(address = %addr, executor = executor.name(), "listening"),
+        }
     }
     let app = crate::api::app(gateway, catalog, config.max_body_bytes);
     let served = poem::Server::new_with_acceptor(acceptor)
         .run_with_graceful_shutdown(app, shutdown.clone().cancelled_owned(), Some(config.shutdown_grace))
         .await;
 
-    tracing::info!("stopping jobs");
+    match config.executor {
+        ExecutorKind::Local => tracing::info!("stopping jobs"),
+        ExecutorKind::Kubernetes => tracing::info!("stopping; the cluster's Jobs keep running"),
+    }
     executor.shutdown().await;
     background.cancel();
     let _ = recorder.await;

@@ -243,6 +243,28 @@ async fn oom_killed_container_fails_the_job() {
     assert_eq!(done["state"], "failed", "{done}");
     assert_eq!(done["reason"], "OOMKilled", "{done}");
     assert!(done["message"].as_str().unwrap().contains("exited with code 137"), "{done}");
+    // The record kept after the Job is gone has the pod's reason too, not
+    // only the Job condition's BackoffLimitExceeded.
+    if let Some(record) = recorded_view(&gateway, &id).await {
+        assert_eq!(record["reason"], "OOMKilled", "{record}");
+    }
+}
+
+/// Reads the final record the gateway wrote for a job in its filesystem
+/// store, waiting for it; `None` when the store is not a folder (S3 in a
+/// real cluster).
+async fn recorded_view(gateway: &TestGateway, id: &str) -> Option<Value> {
+    let store = gateway.data_dir.join("store");
+    if !store.exists() {
+        return None;
+    }
+    let path = store.join("jobs").join(id).join("status.json");
+    let started = Instant::now();
+    while !path.exists() {
+        assert!(started.elapsed() < Duration::from_secs(30), "no final record at {}", path.display());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Some(serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap())
 }
 
 /// Waits until the gateway's template list satisfies `check`.
@@ -482,9 +504,7 @@ async fn replicas_share_jobs() {
         let (_, view) = gateway.get(&format!("/v1/jobs/{long}")).await;
         assert_eq!(view["state"], "cancelled", "{view}");
     }
-    let record: Value = serde_json::from_slice(
-        &std::fs::read(first.data_dir.join("store/jobs").join(&long).join("status.json")).unwrap(),
-    )
-    .unwrap();
-    assert_eq!(record["state"], "cancelled", "{record}");
+    if let Some(record) = recorded_view(&first, &long).await {
+        assert_eq!(record["state"], "cancelled", "{record}");
+    }
 }

@@ -119,6 +119,9 @@ struct Inner {
     /// Jobs whose create failed with an unknown outcome, with when it
     /// failed: if their Job appears, it is deleted, not followed.
     abandoned: Mutex<HashMap<JobId, std::time::Instant>>,
+    /// Terminal Jobs whose pods the watch has not shown final yet, with when
+    /// the Job was first seen terminal.
+    settling: Mutex<HashMap<JobId, std::time::Instant>>,
     shutdown: CancellationToken,
 }
 
@@ -162,6 +165,7 @@ impl KubernetesExecutor {
                 reported: Mutex::new(HashSet::new()),
                 created: Mutex::new(HashMap::new()),
                 abandoned: Mutex::new(HashMap::new()),
+                settling: Mutex::new(HashMap::new()),
                 shutdown: shutdown.clone(),
             }),
         };
@@ -318,7 +322,7 @@ impl KubernetesExecutor {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .insert(id);
         if first {
-            tracing::info!(job.id = %id, state = %status.state, reason = ?status.reason, "job finished");
+            tracing::info!(job.id = %id, state = %status.state, reason = status.reason.map_or("none", |r| r.as_str()), "job finished");
             let _ = self.inner.events.send(TerminalEvent { id, status });
         }
     }

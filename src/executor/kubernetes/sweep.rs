@@ -13,6 +13,8 @@ use crate::job::{JobId, JobState};
 
 /// How often jobs are checked for stuck pods and missed terminal states.
 pub(super) const SWEEP_INTERVAL: Duration = Duration::from_secs(2);
+/// How long a terminal job's report waits for its pods' final status.
+const SETTLE_WAIT: Duration = Duration::from_secs(5);
 /// How long a create with an unknown outcome is watched for, in case its
 /// Job appears late.
 const ABANDONED_WATCH: Duration = Duration::from_secs(600);
@@ -78,10 +80,33 @@ impl KubernetesExecutor {
                 continue;
             }
             let (status, _) = self.status_of(id, &job);
-            if status.state.is_terminal() {
+            if status.state.is_terminal() && self.pods_settled(id) {
                 self.report(id, status);
             }
         }
+    }
+
+    /// Returns true once no pod of a terminal job is still pending or
+    /// running, or after [`SETTLE_WAIT`]. Jobs and pods come through separate
+    /// watches, so the Job's Failed condition can arrive before the status
+    /// of the pod that failed, which holds the precise reason (OOMKilled,
+    /// the exit code); the recorded final state should have it.
+    fn pods_settled(&self, id: JobId) -> bool {
+        let settled = self.pods_of(id).iter().all(|pod| {
+            let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+            matches!(phase, Some("Succeeded" | "Failed")) || pod.metadata.deletion_timestamp.is_some()
+        });
+        let mut settling = self.inner.settling.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if settled {
+            settling.remove(&id);
+            return true;
+        }
+        let since = *settling.entry(id).or_insert_with(std::time::Instant::now);
+        if since.elapsed() >= SETTLE_WAIT {
+            settling.remove(&id);
+            return true;
+        }
+        false
     }
 
     pub(super) async fn sweep_loop(&self) {

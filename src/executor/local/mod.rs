@@ -295,7 +295,7 @@ impl LocalExecutor {
         });
         let _ = tokio::fs::remove_dir_all(self.work_dir(id)).await;
         let status = entry.status();
-        tracing::info!(state = %status.state, reason = ?status.reason, attempts = status.attempts, "job finished");
+        tracing::info!(state = %status.state, reason = status.reason.map_or("none", |r| r.as_str()), attempts = status.attempts, "job finished");
         entry.finished.cancel();
         // NB: the receiver only goes away when the gateway stops, and then
         // the startup recovery records this job instead.
