@@ -135,6 +135,12 @@ async fn failures_retries_deadline_and_cancel() {
     let script = format!("sleep 120 & echo $! > '{}'; wait", pid_file.display());
     let long = gateway.submit("shell", json!({"script": script, "grace": 1})).await;
     gateway.wait_for(&long, "running", |v| v["state"] == "running").await;
+    let started = Instant::now();
+    while cluster.fake().is_some() && !pid_file.exists() {
+        assert!(started.elapsed() < Duration::from_secs(30), "the job never wrote its pid");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
     let (status, _) = gateway.delete(&format!("/v1/jobs/{long}")).await;
     assert_eq!(status, StatusCode::ACCEPTED);
     let done = gateway.wait_terminal(&long).await;
