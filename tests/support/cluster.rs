@@ -326,16 +326,15 @@ impl TestCluster {
 
 impl Drop for TestCluster {
     fn drop(&mut self) {
-        if self.real.is_none() {
-            return;
-        }
+        let Some(real) = &self.real else { return };
         // Deleting the namespace removes everything the test created in it.
-        let admin = self.admin.clone();
+        // A client of its own: the test's runtime may be shutting down.
+        let kubeconfig = real.kubeconfig.clone();
         let namespace = self.namespace.clone();
         let cleanup = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             runtime.block_on(async {
-                let api: Api<Namespace> = Api::all(admin);
+                let api: Api<Namespace> = Api::all(client_from(&kubeconfig).await);
                 if let Err(error) = api.delete(&namespace, &DeleteParams::background()).await {
                     eprintln!("note: deleting test namespace {namespace} failed: {error}");
                 }
