@@ -72,9 +72,11 @@ async fn job_runs_to_outputs_within_the_role() {
         .submit("shell", json!({"script": "for i in 1 2 3; do echo line$i; sleep 0.3; done"}))
         .await;
     let followed = gateway.logs_with(&counting, "?follow=true").await;
-    assert!(followed.contains("line1") && followed.contains("line3"), "{followed}");
+    assert!(followed.contains("line1"), "{followed}");
+    assert!(followed.contains("line3"), "{followed}");
     let tail = gateway.logs_with(&counting, "?tail=1").await;
-    assert!(!tail.contains("line1") && !tail.is_empty(), "{tail:?}");
+    assert!(!tail.is_empty(), "{tail:?}");
+    assert!(!tail.contains("line1"), "{tail:?}");
 
     let long = gateway.submit("shell", json!({"script": "sleep 60"})).await;
     gateway.wait_for(&long, "running", |v| v["state"] == "running").await;
@@ -257,8 +259,8 @@ async fn oom_killed_container_fails_the_job() {
 }
 
 /// Reads the final record the gateway wrote for a job in its filesystem
-/// store, waiting for it; `None` when the store is not a folder (S3 in a
-/// real cluster).
+/// store, waiting for it. Returns `None` when the store is not a folder, as
+/// with S3 in a real cluster.
 async fn recorded_view(gateway: &TestGateway, id: &str) -> Option<Value> {
     let store = gateway.data_dir.join("store");
     if !store.exists() {
@@ -349,7 +351,8 @@ async fn edited_template_config_map_applies_without_restart() {
     let (status, body) = gateway.post("/v1/jobs", &json!({"template": "rejected", "parameters": {}})).await;
     assert_problem(status, &body, StatusCode::INTERNAL_SERVER_ERROR, "template-not-runnable");
     let detail = body["detail"].as_str().unwrap();
-    assert!(detail.contains("API server rejected") && detail.contains("restartPolicy"), "the server's reason is passed on: {body}");
+    assert!(detail.contains("API server rejected"), "{body}");
+    assert!(detail.contains("restartPolicy"), "the server's reason is passed on: {body}");
     let (_, list) = gateway.get("/v1/jobs").await;
     assert_eq!(list["jobs"].as_array().unwrap().len(), 2, "only the two echo jobs exist: {list}");
     let id = gateway.submit("shell", json!({"script": "true"})).await;
@@ -504,7 +507,7 @@ async fn replicas_share_jobs() {
         assert_eq!(view["state"], "succeeded", "{view}");
     }
     // Later reads come from the record in the store, which both replicas
-    // may have written; it must say the same.
+    // may have written; it must hold the same state.
     tokio::time::sleep(Duration::from_secs(3)).await;
     for gateway in [&first, &second] {
         let (_, view) = gateway.get(&format!("/v1/jobs/{long}")).await;

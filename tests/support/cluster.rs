@@ -9,8 +9,8 @@
 //! print a note and skip.
 //!
 //! Either way the gateway runs as its own process with the Role of
-//! `kustomize/base/rbac.yaml`: in the fake through the gateway user the fake
-//! knows, in a real cluster through a ServiceAccount token.
+//! `kustomize/base/rbac.yaml`: in the fake through the fake's gateway user,
+//! in a real cluster through a ServiceAccount token.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -227,7 +227,7 @@ impl TestCluster {
     }
 
     /// Limits the CPU a pod may request in the namespace, as a ResourceQuota
-    /// does: the Job controller cannot create a pod that asks for more.
+    /// does: the Job controller cannot create a pod that requests more.
     pub async fn limit_pod_cpu(&self, millis: u64) {
         match &self.fake {
             Some(fake) => fake.faults().set_cpu_quota(Some(millis)),

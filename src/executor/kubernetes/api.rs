@@ -1,5 +1,5 @@
 //! Calls to the Kubernetes API with a time limit, and the mapping of their
-//! errors to answers a caller can act on.
+//! errors to responses a caller can act on.
 
 use super::KubernetesExecutor;
 use crate::executor::ExecutorError;

@@ -413,8 +413,8 @@ impl Executor for KubernetesExecutor {
     }
 
     async fn logs(&self, id: JobId, options: LogOptions) -> Result<LogStream, ExecutorError> {
-        // A follower that asks right after submit waits for the container to
-        // start rather than getting an error.
+        // A follow request right after submit waits for the container to
+        // start rather than failing.
         let deadline = tokio::time::Instant::now() + FOLLOW_START_WAIT;
         let name = loop {
             if let Some(name) = self.latest_started_pod(id) {

@@ -89,7 +89,7 @@ impl KubernetesExecutor {
     /// Returns true once no pod of a terminal job is still pending or
     /// running, or after [`SETTLE_WAIT`]. Jobs and pods come through separate
     /// watches, so the Job's Failed condition can arrive before the status
-    /// of the pod that failed, which holds the precise reason (OOMKilled,
+    /// of the pod that failed, which carries the precise reason (OOMKilled,
     /// the exit code); the recorded final state should have it.
     fn pods_settled(&self, id: JobId) -> bool {
         let settled = self.pods_of(id).iter().all(|pod| {
