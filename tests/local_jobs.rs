@@ -283,6 +283,11 @@ async fn list_filters_by_state_and_template() {
     assert_eq!(ids, [echo.as_str()]);
     let (status, body) = gateway.get("/v1/jobs?state=bogus").await;
     assert_problem(status, &body, StatusCode::BAD_REQUEST, "invalid-request");
+    assert_eq!(body["errors"][0]["field"], "state", "{body}");
+    let (status, body) = gateway.get("/v1/jobs?limit=-1").await;
+    assert_problem(status, &body, StatusCode::BAD_REQUEST, "invalid-request");
+    assert_eq!(body["errors"][0]["field"], "limit", "{body}");
+    assert!(body["errors"][0]["message"].as_str().unwrap().starts_with("expected a whole number"), "{body}");
     let (status, body) = gateway.get("/v1/jobs?cursor=not-a-cursor").await;
     assert_problem(status, &body, StatusCode::BAD_REQUEST, "invalid-request");
 }

@@ -35,7 +35,8 @@ pub struct Problem {
 /// One invalid field of a request.
 #[derive(Debug, Clone, Object)]
 pub struct FieldProblem {
-    /// JSON Pointer to the field, such as `/parameters/sizes/0`.
+    /// JSON Pointer to the field in the body, such as `/parameters/sizes/0`,
+    /// or the name of a query or path parameter, such as `limit`.
     pub field: String,
     /// What is wrong with it.
     pub message: String,
@@ -237,23 +238,68 @@ pub fn from_poem_error(error: poem::Error) -> poem::Response {
         s if s.is_client_error() => ("invalid-request", "Invalid request"),
         _ => ("internal", "Internal error"),
     };
+    let mut errors = Vec::new();
     let detail = if status.is_server_error() {
         tracing::error!(error = %error, "request failed");
         "the gateway failed to handle the request; the cause is in its log".to_owned()
     } else if status == StatusCode::NOT_FOUND {
         "no such route; /docs lists the API".to_owned()
+    } else if let Some(parameter) = error.downcast_ref::<poem_openapi::error::ParseParamError>() {
+        let message = parameter_message(&parameter.reason);
+        errors.push(serde_json::json!({"field": parameter.name, "message": message}));
+        format!("parameter `{}` is invalid: {message}; /docs lists what each parameter takes", parameter.name)
     } else {
         error.to_string()
     };
     let problem = Problem::new(status, kind, title, detail);
-    let body = serde_json::json!({
+    let mut body = serde_json::json!({
         "type": problem.kind,
         "title": problem.title,
         "status": problem.status,
         "detail": problem.detail,
     });
+    if !errors.is_empty() {
+        body["errors"] = serde_json::Value::Array(errors);
+    }
     poem::Response::builder()
         .status(status)
         .content_type("application/problem+json")
         .body(body.to_string())
+}
+
+/// Rewrites poem-openapi's reason for a parameter that did not parse in the
+/// API's terms: `failed to parse "integer(uint32)": invalid digit found in
+/// string (occurred while parsing "optional_integer(uint32)")` becomes
+/// `expected a whole number of 0 or more: invalid digit found in string`.
+fn parameter_message(reason: &str) -> String {
+    let reason = reason.split(" (occurred while parsing").next().unwrap_or(reason);
+    let Some(rest) = reason.strip_prefix("failed to parse \"") else {
+        return reason.to_owned();
+    };
+    let Some((kind, cause)) = rest.split_once("\": ") else {
+        return reason.to_owned();
+    };
+    let expected = match kind {
+        "integer(uint32)" | "integer(uint64)" => "a whole number of 0 or more",
+        "integer(int32)" | "integer(int64)" => "a whole number",
+        "boolean" => "true or false",
+        "string(uuid)" => "a UUID",
+        _ => return reason.to_owned(),
+    };
+    format!("expected {expected}: {cause}")
+}
+
+#[cfg(test)]
+mod parameter_tests {
+    use super::parameter_message;
+
+    #[test]
+    fn parameter_reasons_use_plain_words() {
+        assert_eq!(
+            parameter_message("failed to parse \"integer(uint32)\": invalid digit found in string (occurred while parsing \"optional_integer(uint32)\")"),
+            "expected a whole number of 0 or more: invalid digit found in string"
+        );
+        assert_eq!(parameter_message("failed to parse \"boolean\": x"), "expected true or false: x");
+        assert_eq!(parameter_message("something else"), "something else");
+    }
 }
