@@ -41,6 +41,9 @@ pub const UNPULLABLE_REGISTRY: &str = "registry.invalid";
 pub const STUCK_SECONDS: u64 = 3;
 
 /// Settings of a run against a real cluster, from the environment.
+///
+/// NOTE: this path compiles against the Kubernetes API but has not been run
+/// against a real cluster yet; the fake is what the test command uses.
 struct RealCluster {
     kubeconfig: PathBuf,
     worker_image: String,
@@ -89,7 +92,8 @@ impl TestCluster {
         Self::start_with_role(&repo_root().join("kustomize/base/rbac.yaml")).await
     }
 
-    /// Like [`TestCluster::start`], with the gateway's Role read from `role`.
+    /// Starts a cluster as [`TestCluster::start`] does, with the gateway's
+    /// Role read from `role`.
     pub async fn start_with_role(role: &Path) -> Self {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let dir = tempfile::tempdir().unwrap();

@@ -3,13 +3,13 @@
 //! call.
 //!
 //! - Submit creates `jobgate-<id>` in the configured namespace. API errors
-//!   become clear answers: 403 names the missing permission, 422 means the
+//!   become clear responses: 403 names the missing permission, 422 means the
 //!   template renders an invalid Job, timeouts, 429 and 5xx are retryable.
 //!   The client does not retry by itself, so a caller gets 503 at once
-//!   rather than waiting through the client's backoff. A create whose
-//!   outcome is unknown (a timeout, a 5xx) may still land later; such Jobs
-//!   are deleted when they appear, so no job runs whose caller received an
-//!   error.
+//!   rather than waiting through the client's backoff.
+//! - A create whose outcome is unknown (a timeout, a 5xx) may still succeed
+//!   later. Such Jobs are deleted when they appear, because their caller
+//!   received an error.
 //! - State comes from [`state::observe`]. A pod that cannot be pulled or
 //!   scheduled for longer than the stuck timeout fails the job with that
 //!   reason, and the Job is deleted.
@@ -467,6 +467,11 @@ impl Executor for KubernetesExecutor {
             .remove(&id);
         self.inner
             .decided
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .remove(&id);
+        self.inner
+            .settling
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .remove(&id);

@@ -87,10 +87,12 @@ impl KubernetesExecutor {
     }
 
     /// Returns true once no pod of a terminal job is still pending or
-    /// running, or after [`SETTLE_WAIT`]. Jobs and pods come through separate
-    /// watches, so the Job's Failed condition can arrive before the status
-    /// of the pod that failed, which carries the precise reason (OOMKilled,
-    /// the exit code); the recorded final state should have it.
+    /// running, or after [`SETTLE_WAIT`].
+    ///
+    /// Jobs and pods come through separate watches, so the Job's Failed
+    /// condition can arrive before the failed pod's status. That status
+    /// carries the precise reason (OOMKilled, the exit code), which the
+    /// recorded final state needs.
     fn pods_settled(&self, id: JobId) -> bool {
         let settled = self.pods_of(id).iter().all(|pod| {
             let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());

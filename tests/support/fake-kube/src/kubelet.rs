@@ -50,8 +50,8 @@ pub(crate) async fn run(shared: Arc<Shared>) {
         let present: HashSet<String> = pods.iter().map(|pod| uid_of(pod).to_string()).collect();
         started.retain(|uid| present.contains(uid));
         // A pod removed from the API without a grace period (a forced
-        // delete) still has running containers; stop them, as the kubelet
-        // does when it no longer finds the pod.
+        // delete) may still have running containers. The kubelet stops the
+        // containers of a pod it no longer finds, and so does this loop.
         for (uid, token) in shared.running_pods.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).iter() {
             if !present.contains(uid) {
                 token.cancel();
